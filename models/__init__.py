@@ -1,0 +1,6 @@
+"""Generative models as Pyro programs (installed as ``ppl_dgm.models``)."""
+
+from .conjugate import ConjugateGaussian
+from .vae import VAE
+
+__all__ = ["VAE", "ConjugateGaussian"]

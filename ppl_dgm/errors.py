@@ -1,0 +1,50 @@
+"""Exceptions raised by ppl_dgm.
+
+Every error names what is wrong (the argument, site or file), what was expected and
+what was found, and says how to fix it.  They subclass the built-in exception that a
+caller would naturally catch (``ValueError`` for bad input, ``RuntimeError`` for
+failures during a run).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "DataError",
+    "IncompatibleEstimatorError",
+    "NonFiniteLossError",
+    "SiteMismatchError",
+    "UnknownNameError",
+]
+
+
+class DataError(ValueError):
+    """The data cannot be used with the model (NaN, wrong shape, outside the support)."""
+
+
+class SiteMismatchError(ValueError):
+    """Model and guide disagree about the latent sample sites."""
+
+
+class IncompatibleEstimatorError(ValueError):
+    """The estimator cannot handle some site of the model or guide."""
+
+
+class UnknownNameError(KeyError):
+    """A model, guide or estimator name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want plain text
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, truncated or does not fit the modules."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the last good state was kept."""
+
+    def __init__(self, message: str, *, step: int, checkpoint: str | None):
+        super().__init__(message)
+        self.step = step
+        self.checkpoint = checkpoint

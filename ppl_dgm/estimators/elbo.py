@@ -1,0 +1,69 @@
+"""Reparameterised evidence lower bound (SGVB; Kingma and Welling 2013)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch.distributions import kl_divergence
+
+from .base import Estimator, LossParts
+from .traces import Traces
+
+__all__ = ["ELBO"]
+
+
+class ELBO(Estimator):
+    """The evidence lower bound ``E_q[log p(x, h) - log q(h | x)]`` with pathwise gradients.
+
+    :param num_particles: samples per data point, averaged (vectorised).
+    :param analytic_kl: replace ``log p(h) - log q(h|x)`` by ``-KL(q || p)`` for every
+        latent whose distributions have a registered closed-form KL (torch's
+        ``kl_divergence``); other latents keep the Monte Carlo term.
+    :param stl: "sticking the landing" (Roeder et al. 2017): drop the score term of q
+        from the guide gradient; same objective value, lower variance near the optimum.
+
+    Example::
+
+        est = ELBO(analytic_kl=True)
+        parts = est.surrogate(model, guide, x)
+        parts.total.backward()
+    """
+
+    name: ClassVar[str] = "elbo"
+
+    def __init__(self, *, num_particles: int = 1, analytic_kl: bool = False, stl: bool = False,
+                 max_plate_nesting: int | None = None):
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+        if analytic_kl and stl:
+            raise ValueError("analytic_kl=True and stl=True cannot be combined: STL changes "
+                             "the Monte Carlo log q term that the analytic KL replaces")
+        self.analytic_kl = analytic_kl
+        self.stl = stl
+
+    def surrogate(self, model, guide, x) -> LossParts:
+        tr = self.traces(model, guide, x, detach_guide_params=self.stl)
+        log_w = _analytic_log_w(tr) if self.analytic_kl else tr.log_w
+        objective = tr.scale * log_w.mean(0).sum()
+        value = objective.detach()
+        return LossParts({"elbo": -objective}, {"objective": value, "elbo": value})
+
+
+def _analytic_log_w(tr: Traces) -> torch.Tensor:
+    """Per-particle ELBO terms with closed-form KLs where torch has them."""
+    total = None
+    for name in tr.observed:
+        total = tr.model_terms[name] if total is None else total + tr.model_terms[name]
+    for name in tr.latents:
+        p_site = tr.model_trace.nodes[name]
+        q_site = tr.guide_trace.nodes[name]
+        try:
+            kl = kl_divergence(q_site["fn"], p_site["fn"])
+        except NotImplementedError:
+            term = tr.model_terms[name] - tr.guide_terms[name]
+        else:
+            term = -tr.reduce(kl, q_site)
+            if p_site["scale"] != tr.scale and tr.per_point:
+                term = term * (p_site["scale"] / tr.scale)
+        total = term if total is None else total + term
+    return total

@@ -1,0 +1,63 @@
+"""Shared neural-network blocks for models and guides."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+from pyro.nn import PyroModule
+from torch import nn
+
+__all__ = ["as_sizes", "mlp", "plate_size"]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU,
+                "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid}
+
+
+def as_sizes(hidden: int | Sequence[int] | str | None) -> tuple[int, ...]:
+    """Normalise a hidden-layer spec: ``200``, ``(200, 200)``, ``"200,200"`` or ``None``."""
+    if hidden is None or hidden == "" or hidden == ():
+        return ()
+    if isinstance(hidden, int):
+        return (hidden,)
+    if isinstance(hidden, str):
+        return tuple(int(h) for h in hidden.split(",") if h.strip())
+    return tuple(int(h) for h in hidden)
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, *, activation: str = "tanh",
+        final: nn.Module | None = None) -> nn.Sequential:
+    """A multilayer perceptron ``in_dim -> hidden... -> out_dim``.
+
+    The container is a ``PyroModule[nn.Sequential]``: when a model (a PyroModule)
+    reaches it as an attribute, Pyro emits no ``pyro.module`` statement, and its layers
+    are plain ``nn.Linear`` modules reached without Pyro's ``__getattr__``.  This keeps
+    parameter access free inside a traced program (no per-parameter effect handlers
+    on every step); estimators register the parameters for ``pyro.infer.SVI`` in
+    ``loss_and_grads`` instead.
+    """
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation={activation!r} is unknown; choose one of "
+                         f"{sorted(_ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    d = in_dim
+    for h in hidden:
+        layers += [nn.Linear(d, h), _ACTIVATIONS[activation]()]
+        d = h
+    layers.append(nn.Linear(d, out_dim))
+    if final is not None:
+        layers.append(final)
+    return PyroModule[nn.Sequential](*layers)
+
+
+
+
+def plate_size(x, batch_size: int | None) -> int:
+    """The size of a model's ``"data"`` plate: the batch of ``x``, or ``batch_size``
+    when the model generates data (``x=None``)."""
+    if x is not None:
+        return x.shape[0]
+    if batch_size is None:
+        raise ValueError("pass either observed data x or batch_size (the number of data "
+                         "points to generate)")
+    return int(batch_size)

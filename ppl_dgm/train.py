@@ -1,0 +1,301 @@
+"""One training loop for every model, guide and estimator.
+
+:func:`fit` validates everything before the first step, then runs a capture-ready
+inner step (no host synchronisation: metrics accumulate in device tensors and are read
+back every ``log_every`` steps), with one native torch optimiser over model, guide and
+estimator parameters, per-group learning rates, JSONL metrics, periodic held-out
+bounds, atomic checkpoints, exact resume and a NaN guard.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyro
+import torch
+
+from .checkpoints import apply_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checks import check_setup
+from .data import Dataset, check_data
+from .errors import NonFiniteLossError
+from .evaluate import bound
+
+__all__ = ["FitResult", "StepFunction", "fit", "make_optimizer", "resolve_device"]
+
+GROUPS = ("model", "guide", "estimator")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available; ``"cuda"`` without CUDA is an error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA device; use "
+                         "device='cpu' or 'auto'")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ValueError(f"device={device!r}; choose 'cpu', 'cuda' or 'auto'")
+    return torch.device(device)
+
+
+def make_optimizer(modules: Mapping[str, object], *, name: str = "adam", lr: float = 1e-3,
+                   lr_groups: Mapping[str, float] | None = None,
+                   device: torch.device | None = None) -> torch.optim.Optimizer:
+    """One native optimiser with a parameter group per role (model, guide, estimator)."""
+    lr_groups = dict(lr_groups or {})
+    unknown = set(lr_groups) - set(modules)
+    if unknown:
+        raise ValueError(f"lr_groups names {sorted(unknown)}; groups are {sorted(modules)}")
+    groups = []
+    for role, module in modules.items():
+        params = [p for p in module.parameters() if p.requires_grad]
+        if params:
+            groups.append({"params": params, "lr": lr_groups.get(role, lr), "name": role})
+    if not groups:
+        raise ValueError("model, guide and estimator have no trainable parameters")
+    on_cuda = device is not None and device.type == "cuda"
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, **({"fused": True} if on_cuda
+                                                  else {"foreach": True}))
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, foreach=True)
+    raise ValueError(f"optimizer {name!r} is unknown; choose 'adam' or 'sgd'")
+
+
+class StepFunction:
+    """The inner training step: surrogate, backward, optimiser step.
+
+    It returns the detached loss and metrics as device tensors and never synchronises
+    with the host, so it can be recorded in a CUDA graph.
+    """
+
+    def __init__(self, model, guide, estimator, optimizer):
+        self.model, self.guide, self.estimator, self.optimizer = model, guide, estimator, optimizer
+        self._groups = {g.get("name"): g for g in optimizer.param_groups}
+
+    def __call__(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
+        self.optimizer.zero_grad(set_to_none=True)
+        parts = self.estimator.surrogate(self.model, self.guide, x)
+        total = parts.total
+        total.backward()
+        active = self.estimator.active_groups(step)
+        if active is not None:
+            for role, group in self._groups.items():
+                if role not in active:
+                    for p in group["params"]:
+                        p.grad = None
+        self.optimizer.step()
+        return total.detach(), parts.metrics
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` did: steps run, metric rows, wall time, last checkpoint."""
+
+    steps: int
+    history: list[dict] = field(repr=False)
+    seconds: float = 0.0
+    run_dir: Path | None = None
+    checkpoint: Path | None = None
+    resumed_from: int | None = None
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63 - 1))
+    return torch.randperm(n, generator=g)
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    tmp.replace(path)
+
+
+def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
+        optim: str = "adam", lr: float = 1e-3, lr_groups: Mapping[str, float] | None = None,
+        device: str | torch.device = "auto", seed: int = 0, run_dir: str | Path | None = None,
+        log_every: int = 50, eval_every: int = 0, eval_data: torch.Tensor | None = None,
+        eval_particles: int = 1, checkpoint_every: int = 0, resume: bool = False,
+        progress: bool = False, meta: dict | None = None) -> FitResult:
+    """Train ``model`` and ``guide`` with ``estimator`` on ``data``.
+
+    :param data: a :class:`~ppl_dgm.data.Dataset` (its test split becomes the default
+        ``eval_data``) or a tensor ``(N, D)``.
+    :param steps: total optimiser steps (a resumed run continues up to ``steps``).
+    :param batch_size: fixed minibatch size; each epoch is a seeded permutation, the
+        last incomplete batch is dropped so the batch shape never changes.
+    :param lr, lr_groups: learning rate, and per-role overrides such as
+        ``{"guide": 3e-4}`` (roles: model, guide, estimator).
+    :param log_every: steps between metric read-backs (the only host synchronisation).
+    :param eval_every: steps between held-out bounds on ``eval_data`` with
+        ``eval_particles`` samples (0: never).
+    :param checkpoint_every: steps between checkpoints in ``run_dir`` (0: only at the end
+        when ``run_dir`` is given).  Rounded up to a multiple of ``log_every``.
+    :param resume: continue from ``run_dir``'s latest checkpoint if there is one; the
+        result is identical to an uninterrupted run with the same seed.
+
+    A NaN or infinite loss stops training with :class:`~ppl_dgm.errors.NonFiniteLossError`;
+    the modules are restored to the last state that passed the check, and the last
+    checkpoint on disk is left as it was.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if log_every < 1:
+        raise ValueError(f"log_every must be >= 1, got {log_every}")
+    dev = resolve_device(device)
+    if isinstance(data, Dataset):
+        train_x = data.train
+        eval_data = data.test if (eval_data is None and data.test.shape[0]) else eval_data
+    else:
+        train_x = data
+    train_x = check_data(train_x, name="training data").to(dev)
+    if eval_data is not None:
+        eval_data = check_data(eval_data, name="evaluation data").to(dev)
+    n = train_x.shape[0]
+    if batch_size < 1 or batch_size > n:
+        raise ValueError(f"batch_size={batch_size} must be between 1 and the number of "
+                         f"training points ({n})")
+    modules = {"model": model, "guide": guide, "estimator": estimator}
+    for m in modules.values():
+        m.to(dev)
+    check_setup(model, guide, estimator, train_x[:batch_size])
+    if checkpoint_every:
+        checkpoint_every = math.ceil(checkpoint_every / log_every) * log_every
+
+    optimizer = make_optimizer(modules, name=optim, lr=lr, lr_groups=lr_groups, device=dev)
+    run_path = Path(run_dir) if run_dir is not None else None
+    metrics_path = None
+    history: list[dict] = []
+    start, resumed_from, last_ckpt = 0, None, None
+    if run_path is not None:
+        run_path.mkdir(parents=True, exist_ok=True)
+        metrics_path = run_path / "metrics.jsonl"
+        found = latest_checkpoint(run_path) if resume else None
+        if found is not None:
+            ckpt = load_checkpoint(found)
+            apply_checkpoint(ckpt, modules, optimizer, restore_rng=True)
+            start = resumed_from = ckpt.step
+            last_ckpt = found
+            if metrics_path.exists():
+                rows = [json.loads(line) for line in metrics_path.read_text().splitlines()
+                        if line.strip()]
+                history = [r for r in rows if r.get("step", 0) <= start]
+        if metrics_path is not None:
+            _write_rows(metrics_path, history)
+    if resumed_from is None:
+        torch.manual_seed(seed)
+    if start >= steps:
+        return FitResult(steps=start, history=history, run_dir=run_path, checkpoint=last_ckpt,
+                         resumed_from=resumed_from)
+
+    step_fn = StepFunction(model, guide, estimator, optimizer)
+    per_epoch = n // batch_size
+    good_state = _snapshot(modules)
+    acc: dict[str, torch.Tensor] = {}
+    acc_count = 0
+    t0 = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, initial=start, desc=f"{estimator.name}", unit="step")
+    epoch, order = -1, None
+    model.train(), guide.train()
+    try:
+        with pyro.validation_enabled(False):
+            for step in range(start, steps):
+                e = step // per_epoch
+                if e != epoch:
+                    epoch = e
+                    order = _epoch_order(n, seed, epoch).to(dev)
+                i = step % per_epoch
+                xb = train_x[order[i * batch_size:(i + 1) * batch_size]]
+                loss, metrics = step_fn(xb, step)
+                _accumulate(acc, "loss", loss)
+                for k, v in metrics.items():
+                    _accumulate(acc, k, v)
+                acc_count += 1
+                if bar is not None:
+                    bar.update(1)
+                done = step + 1
+                if done % log_every and done != steps:
+                    continue
+                # ---- read-back point: the only host synchronisation ----
+                row = {"step": done, "time": time.perf_counter() - t0}
+                row.update({k: float(v) / acc_count for k, v in
+                            zip(acc, torch.stack(list(acc.values())).tolist())})
+                acc, acc_count = {}, 0
+                if not (math.isfinite(row["loss"]) and _params_finite(modules)):
+                    _restore(modules, good_state)
+                    raise NonFiniteLossError(
+                        f"the loss became {row['loss']} between steps "
+                        f"{done - log_every} and {done}; the modules were restored to the "
+                        f"state at step {good_state['step']}"
+                        + (f" and the last checkpoint {str(last_ckpt)!r} was kept"
+                           if last_ckpt else "")
+                        + ". Lower the learning rate, or check the data and the model's "
+                          "likelihood scale", step=done,
+                        checkpoint=str(last_ckpt) if last_ckpt else None)
+                good_state = _snapshot(modules, step=done)
+                if eval_every and eval_data is not None and (done % eval_every == 0
+                                                             or done == steps):
+                    row[f"heldout_bound_k{eval_particles}"] = _heldout(
+                        model, guide, eval_data, eval_particles)
+                history.append(row)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['loss']:.4g}")
+                if metrics_path is not None:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                if run_path is not None and ((checkpoint_every and done % checkpoint_every == 0)
+                                             or done == steps):
+                    last_ckpt = save_checkpoint(run_path, done, modules=modules,
+                                                optimizer=optimizer, meta=meta)
+    finally:
+        if bar is not None:
+            bar.close()
+    return FitResult(steps=steps, history=history, seconds=time.perf_counter() - t0,
+                     run_dir=run_path, checkpoint=last_ckpt, resumed_from=resumed_from)
+
+
+def _accumulate(acc: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
+    value = value.detach().float().reshape(())
+    if key in acc:
+        acc[key] = acc[key] + value
+    else:
+        acc[key] = value.clone()
+
+
+def _params_finite(modules) -> bool:
+    flags = [torch.isfinite(p).all() for m in modules.values() for p in m.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def _snapshot(modules, step: int = 0) -> dict:
+    return {"step": step, "state": {role: {k: v.detach().clone() for k, v in
+                                           m.state_dict().items()}
+                                    for role, m in modules.items()}}
+
+
+def _restore(modules, snapshot) -> None:
+    for role, m in modules.items():
+        m.load_state_dict(snapshot["state"][role])
+
+
+def _heldout(model, guide, x, k) -> float:
+    model.eval(), guide.eval()
+    try:
+        return float(bound(model, guide, x, k).mean())
+    finally:
+        model.train(), guide.train()
