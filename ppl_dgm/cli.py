@@ -1,0 +1,257 @@
+"""The ``ppl-dgm`` command line: train, evaluate, sample, list."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from . import registry
+from .errors import CheckpointError, DataError, UnknownNameError
+
+__all__ = ["main", "build_from_config", "parse_options"]
+
+
+def parse_options(items: list[str] | None, what: str) -> dict:
+    """``["z_dim=8", "hidden=200,200"]`` -> ``{"z_dim": 8, "hidden": "200,200"}``."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--{what}-opt expects key=value, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+        if isinstance(out[key], tuple):
+            out[key] = list(out[key])
+    return out
+
+
+def _add_build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="vae", help="registered name or path/to/file.py:Class")
+    p.add_argument("--guide", default=None,
+                   help="registered name or path/to/file.py:Class (default: the model's usual "
+                        "guide)")
+    p.add_argument("--estimator", default="elbo", help="see `ppl-dgm list`")
+    p.add_argument("--data", default="digits", help="digits | mnist | FILE.npy | FILE.npz")
+    p.add_argument("--data-root", default=None, help="directory with the MNIST IDX files")
+    p.add_argument("--particles", type=int, default=None,
+                   help="samples per data point (the estimator's num_particles)")
+    p.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
+                   help="model constructor option, e.g. z_dim=8 or hidden=200,200")
+    p.add_argument("--guide-opt", action="append", metavar="KEY=VALUE")
+    p.add_argument("--estimator-opt", action="append", metavar="KEY=VALUE",
+                   help="estimator option, e.g. dreg=True or analytic_kl=True")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ppl-dgm",
+        description="Classic deep generative models as Pyro programs, trained by swappable "
+                    "estimators.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model and guide with an estimator")
+    _add_build_args(p)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-model", type=float, default=None)
+    p.add_argument("--lr-guide", type=float, default=None)
+    p.add_argument("--lr-estimator", type=float, default=None)
+    p.add_argument("--optim", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.add_argument("--run-dir", default=None, help="default: runs/MODEL-ESTIMATOR-sSEED")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--eval-samples", type=int, default=1000,
+                   help="importance samples per test point for the final log-likelihood")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("evaluate", help="bound ladder and log-likelihood of a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("--samples", type=int, default=5000, help="importance samples per point")
+    p.add_argument("--ks", default="1,5,50", help="IWAE bounds to report")
+    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("sample", help="draw samples from a trained model as a PNG grid")
+    p.add_argument("run_dir")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--out", default=None, help="default: RUN_DIR/samples.png")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--binary", action="store_true", help="draw x, not its mean")
+
+    sub.add_parser("list", help="models, guides, estimators and what each estimator handles")
+    return parser
+
+
+def _estimator_options(args) -> dict:
+    opts = parse_options(args.estimator_opt, "estimator")
+    if args.particles is not None:
+        opts["num_particles"] = args.particles
+    return opts
+
+
+def build_from_config(config: dict, data):
+    """Rebuild model, guide and estimator from a run's ``config.json``."""
+    model = registry.build_model(config["model"], x_dim=data.x_dim,
+                                 options=config.get("model_options"))
+    guide = registry.build_guide(config["guide"], model, options=config.get("guide_options"))
+    estimator = registry.build_estimator(config["estimator"],
+                                         options=config.get("estimator_options"))
+    return model, guide, estimator
+
+
+def _train(args) -> int:
+    from .data import load_data
+    from .evaluate import importance_log_likelihood
+    from .train import fit, resolve_device
+
+    data = load_data(args.data, root=args.data_root, seed=args.seed)
+    guide_spec = args.guide or registry.default_guide(args.model)
+    config = {
+        "model": args.model, "model_options": parse_options(args.model_opt, "model"),
+        "guide": guide_spec, "guide_options": parse_options(args.guide_opt, "guide"),
+        "estimator": args.estimator, "estimator_options": _estimator_options(args),
+        "data": args.data, "data_root": args.data_root, "seed": args.seed,
+        "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+    }
+    torch.manual_seed(args.seed)
+    model, guide, estimator = build_from_config(config, data)
+    name = Path(args.model.rpartition(":")[2] or args.model).stem.lower()
+    run_dir = Path(args.run_dir or f"runs/{name}-{args.estimator}-s{args.seed}")
+    if run_dir.exists() and any(run_dir.iterdir()) and not args.resume:
+        if not args.overwrite:
+            raise FileExistsError(f"run directory {str(run_dir)!r} already exists; pass "
+                                  f"--resume to continue it, --overwrite to replace it, or "
+                                  f"--run-dir to choose another")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+    lr_groups = {k: v for k, v in (("model", args.lr_model), ("guide", args.lr_guide),
+                                   ("estimator", args.lr_estimator)) if v is not None}
+    device = resolve_device(args.device)
+    print(f"data: {data.description}")
+    print(f"training {args.model} + {guide_spec} with {args.estimator} for {args.steps} steps "
+          f"on {device} -> {run_dir}")
+    result = fit(model, guide, estimator, data, steps=args.steps, batch_size=args.batch_size,
+                 optim=args.optim, lr=args.lr, lr_groups=lr_groups, device=device,
+                 seed=args.seed, run_dir=run_dir, log_every=args.log_every,
+                 eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                 resume=args.resume, progress=not args.no_progress, meta={"config": config})
+    final = result.final
+    print(f"done: {result.steps} steps in {result.seconds:.1f} s; final training objective "
+          f"{-final.get('loss', float('nan')) / args.batch_size:.3f} per point")
+    if estimator.needs_likelihood and data.test.shape[0]:
+        model.eval(), guide.eval()
+        torch.manual_seed(args.seed)
+        ll = importance_log_likelihood(model, guide, data.test.to(device),
+                                       num_samples=args.eval_samples)
+        exact = getattr(model, "log_prob", None)
+        print(f"test log-likelihood (importance sampling, K={args.eval_samples}): "
+              f"{float(ll.mean()):.3f} nats/point (NLL {-float(ll.mean()):.3f})")
+        if exact is not None:
+            with torch.no_grad():
+                print(f"test log-likelihood (exact): {float(exact(data.test.to(device)).mean()):.3f}")
+    return 0
+
+
+def _load_run(run_dir: str, device: str = "cpu"):
+    from .checkpoints import apply_checkpoint, load_checkpoint
+    from .data import load_data
+
+    path = Path(run_dir)
+    cfg_path = path / "config.json"
+    if not path.is_dir() or not cfg_path.exists():
+        raise CheckpointError(f"{run_dir!r} is not a run directory (no config.json); give the "
+                              f"directory that `ppl-dgm train` wrote")
+    config = json.loads(cfg_path.read_text())
+    data = load_data(config["data"], root=config.get("data_root"), seed=config.get("seed", 0))
+    model, guide, estimator = build_from_config(config, data)
+    ckpt = load_checkpoint(path)
+    apply_checkpoint(ckpt, {"model": model, "guide": guide, "estimator": estimator})
+    for m in (model, guide, estimator):
+        m.to(device)
+    model.eval(), guide.eval()
+    return config, data, model, guide, estimator, ckpt
+
+
+def _evaluate(args) -> int:
+    from .evaluate import evaluate
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    config, data, model, guide, _, ckpt = _load_run(args.run_dir, device)
+    x = (data.test if args.split == "test" else data.train).to(device)
+    ks = tuple(int(k) for k in args.ks.split(",") if k)
+    result = evaluate(model, guide, x, num_samples=args.samples, ks=ks)
+    if args.json:
+        print(json.dumps({"step": ckpt.step, "split": args.split, **result.summary}))
+        return 0
+    print(f"{args.run_dir} at step {ckpt.step}, {args.split} split ({x.shape[0]} points), "
+          f"nats per point:")
+    for key, value in result.summary.items():
+        if key != "num_samples":
+            label = {"elbo": "ELBO", "is": f"log p(x), IS K={args.samples}",
+                     "exact": "log p(x), exact"}.get(key, key.replace("iwae_", "IWAE K="))
+            print(f"  {label:<28} {value:10.3f}")
+    return 0
+
+
+def _sample(args) -> int:
+    from .plots import save_grid
+
+    _, data, model, _, _, _ = _load_run(args.run_dir)
+    torch.manual_seed(args.seed)
+    if not hasattr(model, "sample"):
+        raise ValueError(f"model {type(model).__name__} has no sample(n) method")
+    x = model.sample(args.n, mean=not args.binary)
+    out = Path(args.out or Path(args.run_dir) / "samples.png")
+    save_grid(x.cpu(), out, image_shape=data.image_shape)
+    print(f"wrote {args.n} samples to {out}")
+    return 0
+
+
+def _list(_args) -> int:
+    print("models:")
+    for name, cls in registry.MODELS.items():
+        guide = registry.DEFAULT_GUIDES.get(name, "-")
+        print(f"  {name:<14} {cls.__module__}.{cls.__name__} (default guide: {guide})")
+    print("guides:")
+    for name, cls in registry.GUIDES.items():
+        print(f"  {name:<14} {cls.__module__}.{cls.__name__}")
+    print("estimators:              discrete  reparam-only  likelihood  min K")
+    for name, cls in registry.ESTIMATORS.items():
+        yes = {True: "yes", False: "no"}
+        print(f"  {name:<22} {yes[cls.handles_discrete_latents]:<9} "
+              f"{yes[cls.needs_reparam]:<13} {yes[cls.needs_likelihood]:<11} "
+              f"{cls.min_particles}")
+    return 0
+
+
+_COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample, "list": _list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except (UnknownNameError, DataError, CheckpointError, FileExistsError, ValueError) as e:
+        print(f"ppl-dgm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
