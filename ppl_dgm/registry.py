@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .errors import UnknownNameError
-from .estimators import ELBO, IWAE
+from .estimators import ELBO, IWAE, ReweightedWakeSleep, WakeSleep
 from .guides import GaussianEncoder
 from .models import VAE, ConjugateGaussian
 
@@ -31,6 +31,8 @@ GUIDES: dict[str, type] = {
 ESTIMATORS: dict[str, type] = {
     "elbo": ELBO,
     "iwae": IWAE,
+    "ws": WakeSleep,
+    "rws": ReweightedWakeSleep,
 }
 # The guide a model is usually trained with (``--guide`` may be omitted).
 DEFAULT_GUIDES: dict[str, str] = {

@@ -1,0 +1,166 @@
+"""Dreaming: run a model unconditioned and score a guide on what it generates.
+
+The sleep phase of wake-sleep (Hinton, Dayan, Frey and Neal 1995) trains the guide
+on "dreams": latents and data drawn together from the model, ``(h, x) ~ p(h) p(x|h)``.
+It maximises ``E_p(h, x)[log q(h | x)]``, the expected log density of the dreamed
+latents under the guide run on the dreamed data.
+
+Nothing here needs to know the model or the guide.  A dream is one run of
+``model(None, batch_size=n)`` under :func:`pyro.poutine.trace`: its unobserved sample
+sites are the latents ``h`` and its site ``"x"`` is the data.  The guide is then
+run as ``guide(x)`` with every latent site conditioned on its dreamed value
+(:func:`pyro.poutine.condition`), so ``log q(h | x)`` is the sum of the guide's site
+log densities at those values.  A Helmholtz recognition network that computes
+``q(h2 | h1)`` from its own sample of ``h1`` therefore sees the dreamed ``h1``.
+
+Dreams are drawn without gradient: they are constants for the guide update, so the
+sleep term never reaches the model's parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from pyro import poutine
+from pyro.poutine.trace_struct import Trace
+from pyro.poutine.util import site_is_subsample
+
+from ..errors import IncompatibleEstimatorError
+from .traces import DATA_PLATE, OBS_SITE, latent_sites, reduce_site
+
+__all__ = ["Dream", "DreamScore", "dream", "score_dream"]
+
+
+@dataclass(frozen=True)
+class Dream:
+    """One unconditioned run of a model: dreamed data ``x`` and latents, detached."""
+
+    x: torch.Tensor
+    latents: Mapping[str, torch.Tensor]
+    trace: Trace
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class DreamScore:
+    """``log q(h | x)`` of a guide on a dream.
+
+    ``log_q`` has shape ``(P,)``: one value per dreamed point when every guide latent
+    lives in the ``"data"`` plate (``per_point``), else ``P == 1`` (the whole dream is
+    one sample, as with a global latent).  ``terms`` holds the same per site.
+    """
+
+    log_q: torch.Tensor
+    terms: Mapping[str, torch.Tensor]
+    per_point: bool
+    guide_trace: Trace
+
+
+def _name(obj) -> str:
+    if isinstance(obj, torch.nn.Module):
+        return type(obj).__name__
+    return getattr(obj, "__name__", type(obj).__name__)
+
+
+def _must_accept(dream_: Dream | None, latents) -> str:
+    shape = tuple(dream_.x.shape) if dream_ is not None else "(n, ...)"
+    return (f"The sleep phase calls guide(x) on data dreamed by the model (x of shape "
+            f"{shape}), with the guide's sites {sorted(latents)} fixed to the dreamed latents "
+            f"by poutine.condition. So the guide must accept any batch x that the model "
+            f"generates, of any batch size (not only training points), as its first "
+            f"argument with no other required argument, and must sample each of the "
+            f"model's latent sites under the same name inside pyro.plate('data', n), with "
+            f"the shape the model gives it. Change the guide so, or train with an estimator "
+            f"that never dreams (e.g. 'rws' with guide_update='wake').")
+
+
+def dream(model: Callable, batch_size: int, *, obs_site: str = OBS_SITE) -> Dream:
+    """Run ``model(None, batch_size=batch_size)`` without gradient and return its
+    latents and data together."""
+    try:
+        with torch.no_grad():
+            tr = poutine.trace(model).get_trace(None, batch_size=batch_size)
+    except Exception as e:  # a user's model: say what failed, keep the cause
+        raise IncompatibleEstimatorError(
+            f"dreaming failed: running model {_name(model)} as model(None, "
+            f"batch_size={batch_size}) raised {type(e).__name__}: {e}. Wake-sleep dreams "
+            f"from the model, so the model must generate data when called without x") from e
+    site = tr.nodes.get(obs_site)
+    if site is None or site["type"] != "sample":
+        raise IncompatibleEstimatorError(
+            f"dreaming failed: model {_name(model)} run as model(None, batch_size="
+            f"{batch_size}) has no sample site {obs_site!r}; the data must be the site "
+            f"{obs_site!r} inside pyro.plate('data', n), sampled when x is None")
+    if site["is_observed"]:
+        raise IncompatibleEstimatorError(
+            f"dreaming failed: model {_name(model)} observes site {obs_site!r} even when "
+            f"called as model(None, batch_size={batch_size}); pass obs=x (which is None "
+            f"when dreaming) so the model generates it")
+    latents = {name: tr.nodes[name]["value"] for name in latent_sites(tr) if name != obs_site}
+    return Dream(site["value"], latents, tr, int(batch_size))
+
+
+def score_dream(guide: Callable, dream_: Dream, *, nesting: int) -> DreamScore:
+    """``log q(h | x)`` of ``guide`` at a dream's latents ``h`` given its data ``x``.
+
+    ``nesting`` is the number of plate dimensions the guide uses (as for
+    :func:`~ppl_dgm.estimators.traces.run_traces`); no particle plate is added: the
+    dreamed points are the samples.  Gradients reach only the guide's parameters.
+    """
+    conditioned = poutine.condition(guide, data=dict(dream_.latents))
+    try:
+        tr = poutine.trace(conditioned).get_trace(dream_.x)
+    except Exception as e:
+        raise IncompatibleEstimatorError(
+            f"guide {_name(guide)} cannot be run on dreamed data: calling it raised "
+            f"{type(e).__name__}: {e}. {_must_accept(dream_, dream_.latents)}") from e
+
+    sampled = [name for name, site in tr.nodes.items()
+               if site["type"] == "sample" and not site_is_subsample(site)]
+    missing = [n for n in dream_.latents if n not in sampled]
+    extra = [n for n in latent_sites(tr) if n not in dream_.latents]
+    if missing:
+        raise IncompatibleEstimatorError(
+            f"guide {_name(guide)} does not sample the model's latent site(s) {missing} "
+            f"when run on dreamed data (it samples {sampled}). "
+            f"{_must_accept(dream_, dream_.latents)}")
+    if extra:
+        raise IncompatibleEstimatorError(
+            f"guide {_name(guide)} samples site(s) {extra} that the model's dream does not "
+            f"contain (model latents: {sorted(dream_.latents)}); log q(h | x) of a dream "
+            f"cannot be scored with extra (auxiliary) guide variables. "
+            f"{_must_accept(dream_, dream_.latents)}")
+
+    terms: dict[str, torch.Tensor] = {}
+    per_point = True
+    for name in dream_.latents:
+        site = tr.nodes[name]
+        fn, value = site["fn"], site["value"]
+        expected = tuple(fn.batch_shape) + tuple(fn.event_shape)
+        if tuple(value.shape) != expected:
+            raise IncompatibleEstimatorError(
+                f"guide {_name(guide)}'s site {name!r} has a distribution of shape "
+                f"{expected} on dreamed data, but the model dreamed a value of shape "
+                f"{tuple(value.shape)}. {_must_accept(dream_, dream_.latents)}")
+        lp = fn.log_prob(value)
+        mask = site["mask"]
+        if mask is False:
+            lp = torch.zeros_like(lp)
+        elif mask is not None and mask is not True:
+            lp = lp.masked_fill(~mask, 0.0) if mask.dtype == torch.bool else lp * mask
+        scale = site["scale"]
+        if not (isinstance(scale, float) and scale == 1.0):
+            lp = lp * scale
+        if not any(f.name == DATA_PLATE for f in site["cond_indep_stack"]):
+            per_point = False
+        terms[name] = reduce_site(lp, site, nesting)[0]
+    if not per_point:
+        terms = {k: v.sum(-1, keepdim=True) for k, v in terms.items()}
+    total = None
+    for v in terms.values():
+        total = v if total is None else total + v
+    if total is None:  # a model without latents: nothing to learn in the sleep phase
+        total = dream_.x.new_zeros(1)
+    return DreamScore(total, terms, per_point, tr)
