@@ -132,7 +132,7 @@ class Estimator(ELBO):
                 if not getattr(fn, "has_rsample", False):
                     raise IncompatibleEstimatorError(
                         f"estimator {self.name!r} needs reparameterised latents, but the "
-                        f"guide's site {name!r} samples from {type(fn).__name__}, which has "
+                        f"guide's site {name!r} samples from {_dist_name(fn)}, which has "
                         f"no rsample (a discrete or non-reparameterisable latent). "
                         f"Use an estimator that handles discrete latents: "
                         f"{', '.join(_discrete_capable()) or 'none registered'}.")
@@ -161,6 +161,12 @@ class Estimator(ELBO):
                 "needs_reparam": self.needs_reparam,
                 "needs_likelihood": self.needs_likelihood,
                 "min_particles": self.min_particles}
+
+
+def _dist_name(fn) -> str:
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return type(fn).__name__
 
 
 def _discrete_capable() -> list[str]:
