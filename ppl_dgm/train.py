@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,7 +128,8 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         device: str | torch.device = "auto", seed: int = 0, run_dir: str | Path | None = None,
         log_every: int = 50, eval_every: int = 0, eval_data: torch.Tensor | None = None,
         eval_particles: int = 1, checkpoint_every: int = 0, resume: bool = False,
-        progress: bool = False, meta: dict | None = None) -> FitResult:
+        progress: bool = False, meta: dict | None = None,
+        callback: Callable[[int, dict], None] | None = None) -> FitResult:
     """Train ``model`` and ``guide`` with ``estimator`` on ``data``.
 
     :param data: a :class:`~ppl_dgm.data.Dataset` (its test split becomes the default
@@ -143,6 +144,10 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         ``eval_particles`` samples (0: never).
     :param checkpoint_every: steps between checkpoints in ``run_dir`` (0: only at the end
         when ``run_dir`` is given).  Rounded up to a multiple of ``log_every``.
+    :param callback: ``callback(step, row)`` is called at every read-back point (every
+        ``log_every`` steps and at the end) with the metrics row, which it may extend
+        before it is recorded.  It may evaluate or measure the live modules (without
+        changing them); its time is excluded from the rows' ``time``.
     :param resume: continue from ``run_dir``'s latest checkpoint if there is one; the
         result is identical to an uninterrupted run with the same seed.
 
@@ -206,6 +211,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
     acc: dict[str, torch.Tensor] = {}
     acc_count = 0
     t0 = time.perf_counter()
+    paused = 0.0
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -232,7 +238,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                 if done % log_every and done != steps:
                     continue
                 # ---- read-back point: the only host synchronisation ----
-                row = {"step": done, "time": time.perf_counter() - t0}
+                row = {"step": done, "time": time.perf_counter() - t0 - paused}
                 row.update({k: float(v) / acc_count for k, v in
                             zip(acc, torch.stack(list(acc.values())).tolist())})
                 acc, acc_count = {}, 0
@@ -252,6 +258,10 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                                                              or done == steps):
                     row[f"heldout_bound_k{eval_particles}"] = _heldout(
                         model, guide, eval_data, eval_particles)
+                if callback is not None:
+                    t_cb = time.perf_counter()
+                    callback(done, row)
+                    paused += time.perf_counter() - t_cb
                 history.append(row)
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['loss']:.4g}")
