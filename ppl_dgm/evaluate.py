@@ -83,9 +83,12 @@ def bound(model, guide, x: torch.Tensor, k: int = 1, *, repeats: int = 1,
 
 
 def exact_log_prob(model, x: torch.Tensor) -> torch.Tensor | None:
-    """``model.log_prob(x)`` per point where the model can compute it exactly, else None."""
+    """``model.log_prob(x)`` per point where the model can compute it exactly, else None.
+
+    A model whose ``log_prob`` works only for some sizes (enumeration) says so with a
+    ``can_enumerate`` attribute; when it is False the exact value is skipped."""
     fn = getattr(model, "log_prob", None)
-    if fn is None:
+    if fn is None or not getattr(model, "can_enumerate", True):
         return None
     with torch.no_grad():
         return fn(x)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .errors import UnknownNameError
 from .estimators import ELBO, IWAE, ReweightedWakeSleep, WakeSleep
-from .guides import GaussianEncoder
-from .models import VAE, ConjugateGaussian
+from .guides import GaussianEncoder, HelmholtzGuide
+from .models import VAE, ConjugateGaussian, SigmoidBeliefNet
 
 __all__ = ["DEFAULT_GUIDES", "ESTIMATORS", "GUIDES", "MODELS", "build_estimator", "build_guide",
            "build_model", "default_guide", "resolve"]
@@ -24,9 +24,11 @@ __all__ = ["DEFAULT_GUIDES", "ESTIMATORS", "GUIDES", "MODELS", "build_estimator"
 MODELS: dict[str, type] = {
     "vae": VAE,
     "conjugate": ConjugateGaussian,
+    "sbn": SigmoidBeliefNet,
 }
 GUIDES: dict[str, type] = {
     "gaussian": GaussianEncoder,
+    "helmholtz": HelmholtzGuide,
 }
 ESTIMATORS: dict[str, type] = {
     "elbo": ELBO,
@@ -38,6 +40,7 @@ ESTIMATORS: dict[str, type] = {
 DEFAULT_GUIDES: dict[str, str] = {
     "vae": "gaussian",
     "conjugate": "gaussian",
+    "sbn": "helmholtz",
 }
 
 _TABLES = {"model": MODELS, "guide": GUIDES, "estimator": ESTIMATORS}
