@@ -1,4 +1,4 @@
-"""The ``ppl-dgm`` command line: train, evaluate, sample, list."""
+"""The ``ppl-dgm`` command line: train, evaluate, sample, list, compare."""
 
 from __future__ import annotations
 
@@ -94,6 +94,46 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--binary", action="store_true", help="draw x, not its mean")
 
     sub.add_parser("list", help="models, guides, estimators and what each estimator handles")
+
+    p = sub.add_parser("compare", help="train one model with several estimators from the same "
+                                       "start; print a table, write CSV/JSON and PNG plots")
+    p.add_argument("--model", default="vae", help="registered name or path/to/file.py:Class")
+    p.add_argument("--guide", default=None,
+                   help="registered name or path/to/file.py:Class (default: the model's usual "
+                        "guide)")
+    p.add_argument("--estimators", required=True,
+                   help="comma-separated names, options after colons, e.g. "
+                        "'elbo,iwae:num_particles=5:dreg=True'; 'all' for every registered one")
+    p.add_argument("--data", default="digits", help="digits | mnist | FILE.npy | FILE.npz")
+    p.add_argument("--data-root", default=None, help="directory with the MNIST IDX files")
+    p.add_argument("--steps", type=int, default=3000, help="optimiser steps per run")
+    p.add_argument("--seeds", default="1",
+                   help="number of seeds (0..N-1) or a comma-separated list such as 0,5,7")
+    p.add_argument("--particles", type=int, default=None,
+                   help="num_particles for every estimator that takes it and was not given one")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optim", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.add_argument("--model-opt", action="append", metavar="KEY=VALUE")
+    p.add_argument("--guide-opt", action="append", metavar="KEY=VALUE")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="steps between learning-curve points (default: steps/20)")
+    p.add_argument("--curve-particles", type=int, default=50,
+                   help="K of the held-out IWAE bound on the learning curves")
+    p.add_argument("--iwae-k", type=int, default=50, help="K of the final IWAE bound")
+    p.add_argument("--eval-samples", type=int, default=5000,
+                   help="importance samples per held-out point for the final log p(x)")
+    p.add_argument("--grad-draws", type=int, default=100,
+                   help="gradient draws per snapshot for variance and SNR (0: skip)")
+    p.add_argument("--target", type=float, default=None,
+                   help="held-out bound for the time-to-target column (default: the lowest "
+                        "best value over the estimators)")
+    p.add_argument("--out", default="runs/compare", help="output directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out, replacing earlier compare outputs")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
     return parser
 
 
@@ -241,7 +281,59 @@ def _list(_args) -> int:
     return 0
 
 
-_COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample, "list": _list}
+def _parse_seeds(text: str) -> int | list[int]:
+    try:
+        if "," in text:
+            return [int(s) for s in text.split(",") if s.strip()]
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: give a count such as 3 or a list such as "
+                         f"0,5,7") from None
+
+
+def _compare(args) -> int:
+    from .compare import OUTPUT_FILES, compare, parse_estimators
+    from .data import load_data
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {str(out)!r} is a file; give a directory")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise FileExistsError(f"output directory {str(out)!r} exists and is not empty; pass "
+                              f"--overwrite to replace the comparison files in it, or choose "
+                              f"another --out")
+    seeds = _parse_seeds(args.seeds)
+    parse_estimators(args.estimators, particles=args.particles)  # fail before loading data
+    data = load_data(args.data, root=args.data_root)
+    guide = args.guide or registry.default_guide(args.model)
+    print(f"data: {data.description}")
+    print(f"comparing {args.estimators} on {args.model} + {guide}, {args.steps} steps, "
+          f"seeds {seeds} -> {out}", flush=True)
+    result = compare(args.model, guide, args.estimators, data, steps=args.steps, seeds=seeds,
+                     batch_size=args.batch_size, lr=args.lr, optim=args.optim,
+                     device=args.device, particles=args.particles,
+                     model_options=parse_options(args.model_opt, "model"),
+                     guide_options=parse_options(args.guide_opt, "guide"),
+                     eval_every=args.eval_every, curve_particles=args.curve_particles,
+                     iwae_k=args.iwae_k, eval_samples=args.eval_samples,
+                     grad_draws=args.grad_draws, target=args.target,
+                     progress=not args.no_progress)
+    for name in OUTPUT_FILES:  # only earlier comparison outputs are replaced
+        if (out / name).is_file():
+            (out / name).unlink()
+    paths = result.save(out, plots=not args.no_plots)
+    print()
+    print(result.to_markdown())
+    print(f"wrote {', '.join(p.name for p in paths)} to {out}")
+    if not any(r["status"] == "ok" for r in result.runs):
+        print("ppl-dgm compare: no estimator could be run on this model (see the reasons "
+              "above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+_COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample, "list": _list,
+             "compare": _compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,12 @@ from pathlib import Path
 
 from .errors import UnknownNameError
 from .estimators import ELBO, IWAE, ReweightedWakeSleep, WakeSleep
+from .estimators import NVIL, REINFORCE, VIMCO
 from .guides import GaussianEncoder, HelmholtzGuide
 from .models import VAE, ConjugateGaussian, SigmoidBeliefNet
+from .estimators import AAVAE, GAN, IWGAN, MMD, NSGAN, WGANGP, PredictabilityMinimization
+from .guides import DCGANDiscriminator, Discriminator, UnitPredictors
+from .models import DCGANGenerator, FactorialCode, Generator
 
 __all__ = ["DEFAULT_GUIDES", "ESTIMATORS", "GUIDES", "MODELS", "build_estimator", "build_guide",
            "build_model", "default_guide", "resolve"]
@@ -25,22 +29,41 @@ MODELS: dict[str, type] = {
     "vae": VAE,
     "conjugate": ConjugateGaussian,
     "sbn": SigmoidBeliefNet,
+    "generator": Generator,
+    "dcgan-generator": DCGANGenerator,
+    "code": FactorialCode,
 }
 GUIDES: dict[str, type] = {
     "gaussian": GaussianEncoder,
     "helmholtz": HelmholtzGuide,
+    "discriminator": Discriminator,
+    "dcgan-discriminator": DCGANDiscriminator,
+    "predictors": UnitPredictors,
 }
 ESTIMATORS: dict[str, type] = {
     "elbo": ELBO,
     "iwae": IWAE,
     "ws": WakeSleep,
     "rws": ReweightedWakeSleep,
+    "reinforce": REINFORCE,
+    "nvil": NVIL,
+    "vimco": VIMCO,
+    "gan": GAN,
+    "nsgan": NSGAN,
+    "iwgan": IWGAN,
+    "wgan-gp": WGANGP,
+    "mmd": MMD,
+    "pm": PredictabilityMinimization,
+    "aavae": AAVAE,
 }
 # The guide a model is usually trained with (``--guide`` may be omitted).
 DEFAULT_GUIDES: dict[str, str] = {
     "vae": "gaussian",
     "conjugate": "gaussian",
     "sbn": "helmholtz",
+    "generator": "discriminator",
+    "dcgan-generator": "dcgan-discriminator",
+    "code": "predictors",
 }
 
 _TABLES = {"model": MODELS, "guide": GUIDES, "estimator": ESTIMATORS}

@@ -219,7 +219,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
     epoch, order = -1, None
     model.train(), guide.train()
     try:
-        with pyro.validation_enabled(False):
+        with pyro.validation_enabled(False):  # validation synchronises with the host
             for step in range(start, steps):
                 e = step // per_epoch
                 if e != epoch:

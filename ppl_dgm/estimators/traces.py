@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.trace_messenger import TraceMessenger
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
@@ -203,23 +204,24 @@ def run_traces(model: Callable, guide: Callable, x: torch.Tensor | None, *,
         guide_fn, model_fn = particles(guide), particles(model)
     else:
         guide_fn, model_fn = guide, model
-    guide_tr = poutine.trace(guide_fn).get_trace(x, **kwargs)
+    guide_tr = _trace(guide_fn, x, **kwargs)
+    guide_latents = latent_sites(guide_tr)
     replay_tr = guide_tr
     values: dict[str, torch.Tensor] = {}
     if guide_value_hook is not None:
         replay_tr = guide_tr.copy()
-        for name in latent_sites(guide_tr):
+        for name in guide_latents:
             site = guide_tr.nodes[name]
             new_value = guide_value_hook(name, site)
             if new_value is not None:
                 values[name] = new_value
                 replay_tr.nodes[name] = dict(site, value=new_value)
-    model_tr = poutine.trace(poutine.replay(model_fn, trace=replay_tr)).get_trace(x, **kwargs)
+    model_tr = _trace(poutine.replay(model_fn, trace=replay_tr), x, **kwargs)
 
     latents = tuple(latent_sites(model_tr))
     observed = tuple(observed_sites(model_tr))
     per_point = all(_data_frame(model_tr.nodes[n]) is not None for n in latents) and all(
-        _data_frame(guide_tr.nodes[n]) is not None for n in latent_sites(guide_tr))
+        _data_frame(guide_tr.nodes[n]) is not None for n in guide_latents)
     obs_site = model_tr.nodes.get(OBS_SITE) or (model_tr.nodes[observed[0]] if observed else None)
     scale = obs_site["scale"] if (obs_site is not None and per_point) else 1.0
 
@@ -229,12 +231,21 @@ def run_traces(model: Callable, guide: Callable, x: torch.Tensor | None, *,
         site = model_tr.nodes[name]
         lp = traces.reduce(_site_log_prob(site), site)
         traces.model_terms[name] = _rescale(lp, site, scale, per_point)
-    for name in latent_sites(guide_tr):
+    for name in guide_latents:
         site = guide_tr.nodes[name]
         fn = detach_distribution(site["fn"]) if detach_guide_params else None
         lp = traces.reduce(_site_log_prob(site, values.get(name), fn), site)
         traces.guide_terms[name] = _rescale(lp, site, scale, per_point)
     return traces
+
+
+def _trace(fn, *args, **kwargs) -> Trace:
+    # poutine.trace(fn).get_trace() adds _INPUT/_RETURN nodes and copies the trace;
+    # the training step needs neither.
+    msngr = TraceMessenger()
+    with msngr:
+        fn(*args, **kwargs)
+    return msngr.trace
 
 
 def _rescale(lp: torch.Tensor, site: dict, scale, per_point: bool) -> torch.Tensor:
