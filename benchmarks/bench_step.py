@@ -15,11 +15,11 @@ import time
 
 import pyro
 import torch
+from ppl_dgm.guides import GaussianEncoder
+from ppl_dgm.models import VAE
 from torch.nn import functional as F
 
 from ppl_dgm.estimators import ELBO, IWAE
-from ppl_dgm.guides import GaussianEncoder
-from ppl_dgm.models import VAE
 from ppl_dgm.train import StepFunction, make_optimizer
 
 

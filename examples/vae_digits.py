@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 
 import torch
+from ppl_dgm.guides import GaussianEncoder
+from ppl_dgm.models import VAE
 
 from ppl_dgm.data import load_digits
 from ppl_dgm.estimators import ELBO, IWAE
 from ppl_dgm.evaluate import evaluate
-from ppl_dgm.guides import GaussianEncoder
-from ppl_dgm.models import VAE
 from ppl_dgm.train import fit
 
 

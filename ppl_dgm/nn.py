@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
 from pyro.nn import PyroModule
 from torch import nn
 

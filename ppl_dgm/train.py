@@ -79,7 +79,8 @@ class StepFunction:
         self.model, self.guide, self.estimator, self.optimizer = model, guide, estimator, optimizer
         self._groups = {g.get("name"): g for g in optimizer.param_groups}
 
-    def __call__(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
+    def __call__(self, x: torch.Tensor, step: int
+                 ) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
         self.optimizer.zero_grad(set_to_none=True)
         parts = self.estimator.surrogate(self.model, self.guide, x)
         total = parts.total

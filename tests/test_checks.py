@@ -4,14 +4,19 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from ppl_dgm.guides import GaussianEncoder
+from ppl_dgm.models import VAE
 from pyro.nn import PyroModule
 
 from ppl_dgm import registry
 from ppl_dgm.data import Dataset, check_data, load_digits
-from ppl_dgm.errors import DataError, IncompatibleEstimatorError, SiteMismatchError, UnknownNameError
+from ppl_dgm.errors import (
+    DataError,
+    IncompatibleEstimatorError,
+    SiteMismatchError,
+    UnknownNameError,
+)
 from ppl_dgm.estimators import ELBO, IWAE
-from ppl_dgm.guides import GaussianEncoder
-from ppl_dgm.models import VAE
 from ppl_dgm.train import fit
 
 

@@ -4,10 +4,10 @@ import struct
 import numpy as np
 import pytest
 import torch
+from ppl_dgm.models import VAE
 
 from ppl_dgm.data import load_array, load_data, load_digits, load_idx, load_mnist, synthetic
 from ppl_dgm.errors import DataError
-from ppl_dgm.models import VAE
 
 
 def test_digits_fixed_binarisation_and_split():
@@ -66,7 +66,7 @@ def test_mnist_from_small_idx_files(tmp_path):
     _write_idx(raw / "t10k-labels-idx1-ubyte", labels[:5])
     d = load_mnist(tmp_path)
     assert d.train.shape == (20, 784) and d.test.shape == (5, 784)
-    assert torch.equal(d.train[3], torch.from_numpy((imgs[3].reshape(-1) >= 128)).float())
+    assert torch.equal(d.train[3], torch.from_numpy(imgs[3].reshape(-1) >= 128).float())
     assert d.labels_train.tolist() == labels.tolist()
     s = load_mnist(tmp_path, binarize="sample", seed=1)
     assert set(s.train.unique().tolist()) <= {0.0, 1.0}

@@ -9,11 +9,11 @@ import math
 
 import pytest
 import torch
+from ppl_dgm.guides import GaussianEncoder
+from ppl_dgm.models import ConjugateGaussian
 
 from ppl_dgm.estimators import ELBO, IWAE
 from ppl_dgm.evaluate import bound, importance_log_likelihood
-from ppl_dgm.guides import GaussianEncoder
-from ppl_dgm.models import ConjugateGaussian
 
 Z = 4.5
 

@@ -6,18 +6,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from ppl_dgm.guides import GaussianEncoder
+from ppl_dgm.models import VAE
 
 from ppl_dgm.checkpoints import apply_checkpoint, latest_checkpoint, load_checkpoint
 from ppl_dgm.data import load_digits
 from ppl_dgm.errors import CheckpointError, NonFiniteLossError
 from ppl_dgm.estimators import ELBO, IWAE
 from ppl_dgm.estimators.base import LossParts
-from ppl_dgm.guides import GaussianEncoder
-from ppl_dgm.models import VAE
 from ppl_dgm.train import fit
 
 

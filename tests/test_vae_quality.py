@@ -1,7 +1,6 @@
 """The VAE example: a smoke run in the default suite, the quality bar as a slow test."""
 
 import pytest
-
 from examples_loader import load_example
 
 
