@@ -344,6 +344,12 @@ class ComparisonResult:
             text += "\nNot compared:\n" + "\n".join(notes) + "\n"
         return text
 
+    def with_target(self, target: float) -> ComparisonResult:
+        """The same result with ``time_to_target_s`` measured against another target."""
+        runs = [dict(r) for r in self.runs]
+        used = _fill_time_to_target(runs, self.curves, float(target))
+        return ComparisonResult(self.config, runs, self.curves, self.gradients, used)
+
     def to_json(self) -> str:
         """Config, target, summary and all rows as a JSON document (NaN as null)."""
         doc = {"config": self.config, "target": self.target, "summary": self.summary(),
