@@ -601,7 +601,7 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
                     check_model_data(model0, x_fixed)
                     check_pair(model0, guide0, x_fixed)
             curve0 = None
-            for run_index, spec in enumerate(specs):
+            for spec in specs:
                 row = {"estimator": spec.label, "estimator_class": spec.cls.__name__,
                        "options": json.dumps(dict(spec.options), sort_keys=True, default=str),
                        "seed": seed, "status": "ok", "reason": ""}

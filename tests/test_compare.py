@@ -6,19 +6,22 @@ import math
 import textwrap
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
+from pyro.nn import PyroModule
+from test_gradvar import CoinGuide, CoinModel, ScoreFunction
+from torch import nn
 
 from ppl_dgm import registry
 from ppl_dgm.cli import main
-from ppl_dgm.compare import (OUTPUT_FILES, TIMING_COLUMNS, EstimatorSpec, compare,
-                             parse_estimators)
+from ppl_dgm.compare import OUTPUT_FILES, TIMING_COLUMNS, EstimatorSpec, compare, parse_estimators
 from ppl_dgm.data import Dataset
 from ppl_dgm.errors import UnknownNameError
 from ppl_dgm.estimators import ELBO, IWAE
 from ppl_dgm.estimators.base import Estimator, LossParts
-
-from test_gradvar import CoinGuide, CoinModel, ScoreFunction
+from ppl_dgm.nn import plate_size
 
 TINY_VAE = {"z_dim": 2, "hidden": (8,)}
 QUICK = dict(steps=20, eval_every=10, curve_particles=4, iwae_k=4, eval_samples=16,
@@ -152,20 +155,46 @@ def test_incompatible_and_failing_pairs_are_reported_not_raised():
     assert "**elbo** skipped" in table and "**Diverges** failed" in table
 
 
+class FactorModel(PyroModule):
+    """A user's model, written here: ``z ~ N(0, I_2)``, ``x | z ~ Bernoulli(sigmoid(W z + b))``."""
+
+    def __init__(self, x_dim: int):
+        super().__init__()
+        self.decoder = nn.Linear(2, x_dim)
+
+    def forward(self, x=None, batch_size=None):
+        with pyro.plate("data", plate_size(x, batch_size)):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            return pyro.sample("x", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+
+
+class FactorGuide(PyroModule):
+    def __init__(self, x_dim: int):
+        super().__init__()
+        self.encoder = nn.Linear(x_dim, 4)
+
+    def forward(self, x, batch_size=None):
+        loc, raw = self.encoder(x).chunk(2, -1)
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample("z", dist.Normal(loc, nn.functional.softplus(raw) + 1e-3)
+                               .to_event(1))
+
+
 def test_user_model_defined_here_runs_through_compare(tmp_path):
-    """The coin model and score-function estimator of test_gradvar, no registration."""
-    result = compare(CoinModel, lambda model: CoinGuide(), [ScoreFunction], _coin_data(),
-                     seeds=[3], **{**QUICK, "batch_size": 10})
-    (run,) = result.runs
-    assert run["status"] == "ok" and run["seed"] == 3
+    data = _binary_data()
+    result = compare(lambda: FactorModel(data.x_dim), lambda m: FactorGuide(data.x_dim),
+                     ["elbo", IWAE], data, seeds=[3], **QUICK)
+    assert [r["status"] for r in result.runs] == ["ok", "ok"]
+    run = result.runs[0]
+    assert run["seed"] == 3 and run["estimator_class"] == "ELBO"
     assert math.isfinite(run["is_logpx"]) and math.isfinite(run["grad_var_guide"])
     paths = result.save(tmp_path)
     assert sorted(p.name for p in paths) == sorted(OUTPUT_FILES)
     doc = json.loads((tmp_path / "results.json").read_text())
-    assert doc["config"]["model"] == "CoinModel" and doc["runs"][0]["status"] == "ok"
+    assert doc["config"]["estimators"] == ["elbo", "IWAE"] and doc["runs"][1]["status"] == "ok"
     with open(tmp_path / "curves.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["step"]) for r in rows] == [0, 10, 20]
+    assert [int(r["step"]) for r in rows] == [0, 10, 20] * 2
     for name in ("curves_steps.png", "gradients.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
