@@ -75,10 +75,16 @@ def to_netcdf(idata, path: str | Path) -> Path:
     """Write ArviZ data to a NetCDF4 file (one HDF5 group per ArviZ group)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if IS_ARVIZ_1 or isinstance(idata, xr.DataTree):
-        idata.to_netcdf(path)
-    else:
-        idata.to_netcdf(str(path))
+    try:
+        if IS_ARVIZ_1 or isinstance(idata, xr.DataTree):
+            idata.to_netcdf(path)
+        else:
+            idata.to_netcdf(str(path))
+    except (ImportError, ValueError) as e:
+        if "h5py" in str(e) or "engine" in str(e) or "netCDF4" in str(e):
+            raise ImportError(f"writing {str(path)!r} needs a NetCDF4 backend: pip install "
+                              f"h5netcdf h5py (or netCDF4); {e}") from e
+        raise
     return path
 
 
