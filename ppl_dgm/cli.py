@@ -205,6 +205,20 @@ def _train(args) -> int:
         if exact is not None:
             with torch.no_grad():
                 print(f"test log-likelihood (exact): {float(exact(data.test.to(device)).mean()):.3f}")
+    elif data.test.shape[0] > 1 and callable(getattr(model, "sample", None)):
+        from .implicit import evaluate_implicit  # implicit models: sample-based metrics
+
+        model.eval()
+        ev = evaluate_implicit(model, data, seed=args.seed)
+        print(f"test MMD^2 (unbiased, {ev.mmd.n_x} samples vs {ev.mmd.n_y} test points): "
+              f"{ev.mmd.mmd2:.5f}, permutation p-value {ev.mmd.p_value:.3f} (training data "
+              f"vs test: {ev.reference_mmd2:.5f})")
+        if ev.coverage is not None:
+            c = ev.coverage
+            print(f"class coverage: {c.covered}/{len(c.counts)} classes hold >= 1% of "
+                  f"{c.num_samples} samples, effective number {c.effective_classes:.2f} "
+                  f"(classifier test accuracy {c.classifier_accuracy:.3f}); counts "
+                  f"{list(c.counts)}")
     return 0
 
 
@@ -220,6 +234,7 @@ def _load_run(run_dir: str, device: str = "cpu"):
     config = json.loads(cfg_path.read_text())
     data = load_data(config["data"], root=config.get("data_root"), seed=config.get("seed", 0))
     model, guide, estimator = build_from_config(config, data)
+    estimator.check(model, guide, data.train[:2])  # builds data-sized auxiliary networks
     ckpt = load_checkpoint(path)
     apply_checkpoint(ckpt, {"model": model, "guide": guide, "estimator": estimator})
     for m in (model, guide, estimator):

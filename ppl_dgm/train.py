@@ -255,8 +255,9 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                           "likelihood scale", step=done,
                         checkpoint=str(last_ckpt) if last_ckpt else None)
                 good_state = _snapshot(modules, step=done)
-                if eval_every and eval_data is not None and (done % eval_every == 0
-                                                             or done == steps):
+                if eval_every and eval_data is not None and getattr(
+                        estimator, "needs_likelihood", True) and (done % eval_every == 0
+                                                                   or done == steps):
                     row[f"heldout_bound_k{eval_particles}"] = _heldout(
                         model, guide, eval_data, eval_particles)
                 if callback is not None:

@@ -34,6 +34,7 @@ from typing import ClassVar
 
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 from torch.func import functional_call
 from torch.nn import functional as F
 
@@ -126,6 +127,12 @@ def _name(obj) -> str:
     return type(obj).__name__
 
 
+def sample_sites(trace) -> list[str]:
+    """Names of a trace's sample sites, plate subsample sites left out."""
+    return [k for k, s in trace.nodes.items() if s["type"] == "sample"
+            and not site_is_subsample(s)]
+
+
 def check_generator(model, x: torch.Tensor, who: str) -> None:
     """The model must generate the data site ``"x"``, differentiably, shaped like ``x``."""
     n = min(2, x.shape[0])
@@ -139,7 +146,7 @@ def check_generator(model, x: torch.Tensor, who: str) -> None:
             f"generate data when called as model(None, batch_size=n)") from e
     site = tr.nodes.get(GENERATED_SITE)
     if site is None or site["type"] != "sample":
-        sites = [k for k, s in tr.nodes.items() if s["type"] == "sample"]
+        sites = sample_sites(tr)
         raise IncompatibleEstimatorError(
             f"estimator {who!r} needs a model with a generated data site {GENERATED_SITE!r}: "
             f"x = G(z) recorded as pyro.deterministic({GENERATED_SITE!r}, G(z), event_dim=1) "
@@ -178,7 +185,7 @@ def check_discriminator(guide, x: torch.Tensor, who: str) -> None:
             f"of shape {tuple(xb.shape)} ({type(e).__name__}: {e})") from e
     site = tr.nodes.get(INDICATOR_SITE)
     if site is None or site["type"] != "sample":
-        sites = [k for k, s in tr.nodes.items() if s["type"] == "sample"]
+        sites = sample_sites(tr)
         raise IncompatibleEstimatorError(
             f"estimator {who!r} needs a discriminator as the guide: an inference model "
             f"q(y|x) of the real/generated indicator whose program draws site "

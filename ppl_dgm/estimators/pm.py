@@ -27,7 +27,7 @@ from pyro import poutine
 
 from ..errors import IncompatibleEstimatorError
 from .base import LossParts
-from .gan import AdversarialEstimator, frozen_call
+from .gan import AdversarialEstimator, frozen_call, sample_sites
 
 __all__ = ["CODE_SITE", "PredictabilityMinimization", "mean_abs_correlation",
            "prediction_error", "total_correlation"]
@@ -128,7 +128,7 @@ class PredictabilityMinimization(AdversarialEstimator):
                 f"estimator 'pm' needs a code model: model(x) must record the code units as "
                 f"site {CODE_SITE!r} (e.g. pyro.deterministic({CODE_SITE!r}, sigmoid(E(x)), "
                 f"event_dim=1)); model {type(model).__name__} has sites "
-                f"{[k for k, s in tr.nodes.items() if s['type'] == 'sample']}. Use "
+                f"{sample_sites(tr)}. Use "
                 f"ppl_dgm.models.FactorialCode (--model code)")
         code = site["value"]
         if code.dim() != 2 or code.shape[0] != n or code.shape[1] < 2:
