@@ -131,7 +131,9 @@ class UnitPredictors(PyroModule):
             raise ValueError(f"predictability minimisation needs at least 2 code units "
                              f"(each is predicted from the others); got code_dim={code_dim}")
         self.code_dim = int(code_dim)
-        self.net = _MaskedPredictors(self.code_dim, int(hidden))
+        # A PyroModule container: the predictors are reached without a pyro.module
+        # statement on every call (as ppl_dgm.nn.mlp does for MLPs).
+        self.net = PyroModule[nn.Sequential](_MaskedPredictors(self.code_dim, int(hidden)))
         self.register_buffer("unit_scale", torch.ones(()))
 
     @classmethod
