@@ -149,7 +149,8 @@ class UnitPredictors(PyroModule):
         """Predictions ``P_i(code_{-i})`` for all units, shape like ``code``."""
         return self.net(code)
 
-    def forward(self, code: torch.Tensor | None = None, batch_size: int | None = None) -> torch.Tensor:
+    def forward(self, code: torch.Tensor | None = None,
+                batch_size: int | None = None) -> torch.Tensor:
         if code is None:
             raise ValueError("UnitPredictors predicts code units from the others: call it "
                              "with a code of shape (n, code_dim)")

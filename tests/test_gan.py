@@ -6,6 +6,8 @@ import math
 import pyro
 import pytest
 import torch
+from ppl_dgm.guides import DCGANDiscriminator, Discriminator, GaussianEncoder
+from ppl_dgm.models import VAE, DCGANGenerator, Generator
 from pyro import poutine
 from torch.nn import functional as F
 
@@ -15,8 +17,6 @@ from ppl_dgm.estimators import GAN, IWGAN, MMD, NSGAN, WGANGP
 from ppl_dgm.estimators.gan import discriminator_logits, gan_value, generate, generator_loss
 from ppl_dgm.estimators.mmd import mmd2
 from ppl_dgm.estimators.wgan_gp import gradient_penalty
-from ppl_dgm.guides import DCGANDiscriminator, Discriminator, GaussianEncoder
-from ppl_dgm.models import VAE, DCGANGenerator, Generator
 from ppl_dgm.train import StepFunction, fit
 
 
@@ -61,7 +61,8 @@ def test_generator_program_records_generated_site():
     site = tr.nodes["x"]
     assert site["infer"].get("_deterministic") and site["value"].shape == (5, 64)
     assert torch.equal(site["value"], gen.generate(tr.nodes["z"]["value"]))
-    assert gen.sample(7).shape == (7, 64) and bool(((gen.sample(3) > 0) & (gen.sample(3) < 1)).all())
+    x = gen.sample(7)
+    assert x.shape == (7, 64) and bool(((x > 0) & (x < 1)).all())
     assert set(gen.sample(4, mean=False).unique().tolist()) <= {0.0, 1.0}
 
 

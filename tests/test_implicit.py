@@ -7,8 +7,13 @@ from ppl_dgm.cli import main
 from ppl_dgm.data import load_digits
 from ppl_dgm.errors import DataError
 from ppl_dgm.estimators.mmd import mmd2
-from ppl_dgm.implicit import (DigitClassifier, class_coverage, evaluate_implicit,
-                              mmd_permutation_test, save_samples)
+from ppl_dgm.implicit import (
+    DigitClassifier,
+    class_coverage,
+    evaluate_implicit,
+    mmd_permutation_test,
+    save_samples,
+)
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,12 @@ import math
 
 import pytest
 import torch
+from ppl_dgm.guides import Discriminator
+from ppl_dgm.models import Generator
 from pyro import poutine
 
 from ppl_dgm.estimators import MMD
-from ppl_dgm.estimators.mmd import (GMMN_MNIST_SIGMAS, gaussian_kernel, median_distance,
-                                    mmd2)
-from ppl_dgm.guides import Discriminator
-from ppl_dgm.models import Generator
+from ppl_dgm.estimators.mmd import GMMN_MNIST_SIGMAS, gaussian_kernel, median_distance, mmd2
 from ppl_dgm.train import StepFunction, fit
 
 

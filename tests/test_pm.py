@@ -5,13 +5,13 @@ import math
 
 import pytest
 import torch
+from ppl_dgm.guides import Discriminator, UnitPredictors
+from ppl_dgm.models import FactorialCode, Generator
 from pyro import poutine
 
 from ppl_dgm.errors import IncompatibleEstimatorError
 from ppl_dgm.estimators import PredictabilityMinimization
 from ppl_dgm.estimators.pm import mean_abs_correlation, prediction_error, total_correlation
-from ppl_dgm.guides import Discriminator, UnitPredictors
-from ppl_dgm.models import FactorialCode, Generator
 from ppl_dgm.train import fit
 
 

@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+from ppl_dgm.guides import Discriminator, GaussianEncoder
+from ppl_dgm.models import VAE, Generator
 from pyro import poutine
 from torch.nn import functional as F
 
@@ -13,8 +15,6 @@ from ppl_dgm.estimators import AAVAE, ELBO, IWGAN, NSGAN
 from ppl_dgm.estimators.aavae import aavae_objective
 from ppl_dgm.estimators.gan import generator_loss
 from ppl_dgm.estimators.iwgan import importance_weighted_generator_loss
-from ppl_dgm.guides import Discriminator, GaussianEncoder
-from ppl_dgm.models import VAE, Generator
 from ppl_dgm.train import fit
 
 
