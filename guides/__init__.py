@@ -1,8 +1,10 @@
 """Inference networks as Pyro guides (installed as ``ppl_dgm.guides``)."""
 
 from .discriminator import DCGANDiscriminator, Discriminator, UnitPredictors
+from .exact import ConjugatePosteriorGuide
 from .gaussian import GaussianEncoder
 from .helmholtz import HelmholtzGuide
+from .hierarchical import HierarchicalGuide
 
 __all__ = ["DCGANDiscriminator", "Discriminator", "UnitPredictors", "GaussianEncoder",
-           "HelmholtzGuide"]
+           "HelmholtzGuide", "ConjugatePosteriorGuide", "HierarchicalGuide"]

@@ -97,7 +97,9 @@ def from_netcdf(path: str | Path):
         warnings.simplefilter("ignore", UserWarning)
         idata = _az.from_netcdf(str(path))
     for name in idata.groups():
-        getattr(idata, name).load()
+        ds = getattr(idata, name)
+        ds.load()
+        ds.close()  # release the file so it can be overwritten
     return idata
 
 

@@ -134,6 +134,37 @@ def _parser() -> argparse.ArgumentParser:
                    help="write into a non-empty --out, replacing earlier compare outputs")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("diagnose", help="posterior diagnostics of a trained run: PSIS k-hat "
+                                        "and ESS per point, NUTS reference, SBC (ArviZ)")
+    p.add_argument("run_dir")
+    p.add_argument("--points", type=int, default=20,
+                   help="points whose guide draws are kept and shown (k-hat and ESS are "
+                        "computed for every point)")
+    p.add_argument("--point-indices", default=None,
+                   help="comma-separated point indices instead of the first --points")
+    p.add_argument("--nuts", type=int, default=0,
+                   help="points checked against a NUTS reference (continuous latents only)")
+    p.add_argument("--nuts-chains", type=int, default=4)
+    p.add_argument("--nuts-samples", type=int, default=200)
+    p.add_argument("--nuts-warmup", type=int, default=200)
+    p.add_argument("--draws", type=int, default=1000, help="guide draws per point (S)")
+    p.add_argument("--no-recheck", action="store_true",
+                   help="do not redraw flagged points with --recheck-draws draws")
+    p.add_argument("--recheck-draws", type=int, default=None, help="default: 10 x --draws")
+    p.add_argument("--sbc", type=int, default=1000,
+                   help="simulation-based calibration replicates (0: skip)")
+    p.add_argument("--sbc-draws", type=int, default=99)
+    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--max-points", type=int, default=None,
+                   help="diagnose only the first N points of the split")
+    p.add_argument("--compare", action="append", metavar="RUN_DIR",
+                   help="another run to compare on held-out log p(x) (repeatable)")
+    p.add_argument("--out", default=None, help="default: RUN_DIR/diagnostics")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 
@@ -199,7 +230,8 @@ def _train(args) -> int:
         torch.manual_seed(args.seed)
         ll = importance_log_likelihood(model, guide, data.test.to(device),
                                        num_samples=args.eval_samples)
-        exact = getattr(model, "log_prob", None)
+        exact = (getattr(model, "log_prob", None)
+                 if getattr(model, "can_enumerate", True) else None)
         print(f"test log-likelihood (importance sampling, K={args.eval_samples}): "
               f"{float(ll.mean()):.3f} nats/point (NLL {-float(ll.mean()):.3f})")
         if exact is not None:
@@ -347,8 +379,100 @@ def _compare(args) -> int:
     return 0
 
 
+def _diagnose(args) -> int:
+    from .diagnostics import NutsConfig, check_points, diagnose
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    config, data, model, guide, _, ckpt = _load_run(args.run_dir, device)
+    x = (data.test if args.split == "test" else data.train).to(device)
+    if args.max_points is not None:
+        x = x[:args.max_points]
+    points = args.points
+    if args.point_indices:
+        try:
+            points = [int(i) for i in args.point_indices.split(",") if i.strip()]
+        except ValueError as e:
+            raise ValueError(f"--point-indices expects comma-separated integers, got "
+                             f"{args.point_indices!r}") from e
+        check_points(points, x.shape[0], what=f"--point-indices (of the {args.split} split)")
+    others = {}
+    for other in args.compare or []:
+        _, _, m2, g2, _, _ = _load_run(other, device)
+        others[other] = (m2, g2)
+    result = diagnose(model, guide, x, points=points, num_draws=args.draws,
+                      recheck=not args.no_recheck, recheck_draws=args.recheck_draws,
+                      nuts_points=args.nuts,
+                      nuts=NutsConfig(num_chains=args.nuts_chains,
+                                      num_samples=args.nuts_samples, warmup=args.nuts_warmup),
+                      sbc_simulations=args.sbc, sbc_draws=args.sbc_draws,
+                      compare_with=others, seed=args.seed)
+    out = Path(args.out or Path(args.run_dir) / "diagnostics")
+    paths = result.save(out, plots=not args.no_plots)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps({"step": ckpt.step, "split": args.split, **summary,
+                          "files": {k: str(v) for k, v in paths.items()}}, default=float))
+        return 0
+    imp = summary["importance"]
+    print(f"{args.run_dir} at step {ckpt.step}: {config['model']} + {config['guide']}, "
+          f"{args.split} split ({x.shape[0]} points), {imp['num_draws']} guide draws per point")
+    where = "per point" if imp["per_point"] else "joint over all points (global latents)"
+    print(f"  PSIS k-hat {where}: min {imp['khat_min']:.3f}, median {imp['khat_median']:.3f}, "
+          f"90% {imp['khat_q90']:.3f}, max {imp['khat_max']:.3f}; "
+          f"{100 * imp['frac_khat_above_0.5']:.1f}% > 0.5, "
+          f"{100 * imp['frac_khat_above_0.7']:.1f}% > 0.7")
+    print(f"  flagged (k-hat > {imp['threshold']:.3f} = min(1 - 1/log10 S, 0.7)): "
+          f"{imp['num_flagged']} points {_few(imp['flagged_points'])}")
+    if "recheck_draws" in imp:
+        print(f"  recheck with {imp['recheck_draws']} draws (threshold "
+              f"{imp['recheck_threshold']:.3f}): {imp['num_confirmed']} still flagged "
+              f"{_few(imp['confirmed_points'])}")
+    print(f"  IS effective sample size: median {imp['ess_median']:.1f}, min "
+          f"{imp['ess_min']:.1f} of {imp['num_draws']}")
+    print(f"  log p(x) (IS, S={imp['num_draws']}): {imp['log_px_mean']:.3f}; ELBO "
+          f"{imp['elbo_mean']:.3f} nats/point")
+    if result.reference is not None:
+        nuts = summary["nuts"]
+        print(f"  NUTS on points {nuts['points']}: {nuts['num_chains']} chains x "
+              f"{nuts['num_samples']} draws (+{nuts['warmup']} warmup) in {nuts['seconds']} s; "
+              f"min ESS {nuts['min_ess']:.0f}, max R-hat {nuts['max_rhat']:.3f}, "
+              f"{nuts['divergences']} divergences")
+        print("    guide vs NUTS (per point, mean over latent dims): "
+              "|mean diff|/NUTS sd, guide sd / NUTS sd, k-hat")
+        rows = result.comparison.rows()
+        for p in result.reference.points:
+            mine = [r for r in rows if r.get("point") == int(p)]
+            if mine:
+                k = result.importance.khat[int(p)] if result.importance.per_point else float("nan")
+                diff = sum(abs(r["mean_diff_sd"]) for r in mine) / len(mine)
+                ratio = sum(r["sd_ratio"] for r in mine) / len(mine)
+                print(f"    point {int(p):>5}: {diff:.3f}  {ratio:.3f}  {k:.3f}")
+        glob = [r for r in rows if "point" not in r]
+        for r in glob:
+            print(f"    {r['site']}: guide {r['guide_mean']:.3f} +- {r['guide_sd']:.3f}, NUTS "
+                  f"{r['nuts_mean']:.3f} +- {r['nuts_sd']:.3f}")
+    if result.sbc is not None:
+        s = summary["sbc"]
+        print(f"  SBC: {s['num_simulations']} simulations, {s['num_draws']} draws, "
+              f"{s['num_dims']} dims: chi-square p = {s['p_value']:.3g} (Bonferroni) -> "
+              f"{'uniform' if s['uniform'] else 'NOT uniform'} at alpha {s['alpha']}")
+    if result.models is not None:
+        print("  held-out log p(x), nats/point (paired difference to the best):")
+        for r in result.models.rows:
+            print(f"    {r['name']:<30} {r['mean']:9.3f} +- {r['se']:.3f}  diff "
+                  f"{r['diff']:8.3f} +- {r['diff_se']:.3f}  ({r['method']})")
+    for key, path in paths.items():
+        print(f"  wrote {key}: {path}")
+    return 0
+
+
+def _few(items: list, limit: int = 12) -> str:
+    return str(items[:limit])[:-1] + (", ...]" if len(items) > limit else "]")
+
+
 _COMMANDS = {"train": _train, "evaluate": _evaluate, "sample": _sample, "list": _list,
-             "compare": _compare}
+             "compare": _compare, "diagnose": _diagnose}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,8 +51,14 @@ from scipy import stats as sps
 
 from . import _arviz
 from .errors import DataError, IncompatibleEstimatorError
-from .estimators.traces import (DATA_PLATE, OBS_SITE, PARTICLE_PLATE, guess_plate_nesting,
-                                latent_sites, run_traces)
+from .estimators.traces import (
+    DATA_PLATE,
+    OBS_SITE,
+    PARTICLE_PLATE,
+    guess_plate_nesting,
+    latent_sites,
+    run_traces,
+)
 from .evaluate import exact_log_prob, importance_log_likelihood
 
 __all__ = [
@@ -101,8 +107,9 @@ def psis(log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     k-hat is ArviZ's PSIS shape estimate with relative efficiency 1 (guide draws are
     independent), in float64; weights equal to within :data:`CONSTANT_TOL` in log space
-    give ``-inf`` (no tail).  Returns ``(khat, ess)`` as float64 arrays of shape ``(...)``.  The ESS is that of
-    the raw (unsmoothed) normalised weights, ``1 / sum(w_norm^2)``.
+    give ``-inf`` (no tail).  Returns ``(khat, ess)`` as float64 arrays of shape
+    ``(...)``.  The ESS is that of the raw (unsmoothed) normalised weights,
+    ``1 / sum(w_norm^2)``.
     """
     lw = np.asarray(log_w, dtype=np.float64)
     lw = lw - lw.max(-1, keepdims=True)
@@ -469,8 +476,8 @@ class NutsConfig:
     """
 
     num_chains: int = 4
-    num_samples: int = 300
-    warmup: int = 300
+    num_samples: int = 200
+    warmup: int = 200
     max_tree_depth: int = 8
     target_accept: float = 0.8
     init_radius: float = 2.0

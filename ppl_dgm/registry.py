@@ -21,6 +21,8 @@ from .models import VAE, ConjugateGaussian, SigmoidBeliefNet
 from .estimators import AAVAE, GAN, IWGAN, MMD, NSGAN, WGANGP, PredictabilityMinimization
 from .guides import DCGANDiscriminator, Discriminator, UnitPredictors
 from .models import DCGANGenerator, FactorialCode, Generator
+from .guides import HierarchicalGuide
+from .models import Hierarchical
 
 __all__ = ["DEFAULT_GUIDES", "ESTIMATORS", "GUIDES", "MODELS", "build_estimator", "build_guide",
            "build_model", "default_guide", "resolve"]
@@ -32,6 +34,7 @@ MODELS: dict[str, type] = {
     "generator": Generator,
     "dcgan-generator": DCGANGenerator,
     "code": FactorialCode,
+    "hierarchical": Hierarchical,
 }
 GUIDES: dict[str, type] = {
     "gaussian": GaussianEncoder,
@@ -39,6 +42,7 @@ GUIDES: dict[str, type] = {
     "discriminator": Discriminator,
     "dcgan-discriminator": DCGANDiscriminator,
     "predictors": UnitPredictors,
+    "hierarchical": HierarchicalGuide,
 }
 ESTIMATORS: dict[str, type] = {
     "elbo": ELBO,
@@ -64,6 +68,7 @@ DEFAULT_GUIDES: dict[str, str] = {
     "generator": "discriminator",
     "dcgan-generator": "dcgan-discriminator",
     "code": "predictors",
+    "hierarchical": "hierarchical",
 }
 
 _TABLES = {"model": MODELS, "guide": GUIDES, "estimator": ESTIMATORS}
