@@ -8,15 +8,24 @@ import math
 
 import pytest
 import torch
-from wake_sleep_models import (X, TinyGuide, TinySBN, assert_mc_close, correlated_conjugate,
-                               fit_guide_only, flat_grad, posterior_errors, x_index)
+from ppl_dgm.guides import GaussianEncoder
+from ppl_dgm.models import ConjugateGaussian
+from wake_sleep_models import (
+    TinyGuide,
+    TinySBN,
+    X,
+    assert_mc_close,
+    correlated_conjugate,
+    fit_guide_only,
+    flat_grad,
+    posterior_errors,
+    x_index,
+)
 
 from ppl_dgm import registry
 from ppl_dgm.cli import main as cli_main
 from ppl_dgm.estimators import ReweightedWakeSleep, WakeSleep
 from ppl_dgm.estimators.rws import normalized_weights, rws_objectives
-from ppl_dgm.guides import GaussianEncoder
-from ppl_dgm.models import ConjugateGaussian
 from ppl_dgm.train import fit
 
 

@@ -8,20 +8,28 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from ppl_dgm.guides import GaussianEncoder
+from ppl_dgm.models import ConjugateGaussian
 from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
-from wake_sleep_models import (X, TinyGuide, TinySBN, assert_mc_close, correlated_conjugate,
-                               fit_guide_only, flat_grad, posterior_errors, x_index)
+from wake_sleep_models import (
+    TinyGuide,
+    TinySBN,
+    X,
+    assert_mc_close,
+    correlated_conjugate,
+    fit_guide_only,
+    flat_grad,
+    posterior_errors,
+    x_index,
+)
 
 from ppl_dgm.errors import IncompatibleEstimatorError
 from ppl_dgm.estimators import ReweightedWakeSleep, WakeSleep
 from ppl_dgm.estimators.dreams import dream, score_dream
 from ppl_dgm.estimators.wake_sleep import sleep_objective, wake_model_objective
-from ppl_dgm.guides import GaussianEncoder
-from ppl_dgm.models import ConjugateGaussian
 from ppl_dgm.train import fit
-
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -50,9 +50,10 @@ class TinySBN(PyroModule):
 
     def log_joint(self) -> torch.Tensor:
         """``log p(h2, h1, x)`` for every configuration, shape ``(4, 4, 8)``."""
-        lp2 = dist.Bernoulli(logits=self.top).log_prob(H2).sum(-1)                    # (4,)
-        lp1 = dist.Bernoulli(logits=H2 @ self.W1 + self.b1).log_prob(H1[:, None]).sum(-1)  # (4h1, 4h2)
-        lpx = dist.Bernoulli(logits=H1 @ self.Wx + self.bx).log_prob(X[:, None]).sum(-1)   # (8x, 4h1)
+        lp2 = dist.Bernoulli(logits=self.top).log_prob(H2).sum(-1)                  # (4h2,)
+        # (4h1, 4h2) and (8x, 4h1)
+        lp1 = dist.Bernoulli(logits=H2 @ self.W1 + self.b1).log_prob(H1[:, None]).sum(-1)
+        lpx = dist.Bernoulli(logits=H1 @ self.Wx + self.bx).log_prob(X[:, None]).sum(-1)
         return lp2[:, None, None] + lp1.T[:, :, None] + lpx.T[None, :, :]
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,8 +79,9 @@ class TinyGuide(PyroModule):
 
     def log_q(self) -> torch.Tensor:
         """``log q(h2, h1 | x)`` for every configuration, shape ``(4, 4, 8)``."""
-        lq1 = dist.Bernoulli(logits=X @ self.V1 + self.c1).log_prob(H1[:, None]).sum(-1)  # (4h1, 8x)
-        lq2 = dist.Bernoulli(logits=H1 @ self.V2 + self.c2).log_prob(H2[:, None]).sum(-1)  # (4h2, 4h1)
+        # (4h1, 8x) and (4h2, 4h1)
+        lq1 = dist.Bernoulli(logits=X @ self.V1 + self.c1).log_prob(H1[:, None]).sum(-1)
+        lq2 = dist.Bernoulli(logits=H1 @ self.V2 + self.c2).log_prob(H2[:, None]).sum(-1)
         return lq2[:, :, None] + lq1[None, :, :]
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 from pyro import poutine
+from pyro.poutine.trace_messenger import TraceMessenger
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
@@ -76,12 +77,20 @@ def _must_accept(dream_: Dream | None, latents) -> str:
             f"that never dreams (e.g. 'rws' with guide_update='wake').")
 
 
+def _trace(fn, *args, **kwargs) -> Trace:
+    # Like poutine.trace(fn).get_trace(...) without the final copy of the trace.
+    msngr = TraceMessenger()
+    with msngr:
+        fn(*args, **kwargs)
+    return msngr.trace
+
+
 def dream(model: Callable, batch_size: int, *, obs_site: str = OBS_SITE) -> Dream:
     """Run ``model(None, batch_size=batch_size)`` without gradient and return its
     latents and data together."""
     try:
         with torch.no_grad():
-            tr = poutine.trace(model).get_trace(None, batch_size=batch_size)
+            tr = _trace(model, None, batch_size=batch_size)
     except Exception as e:  # a user's model: say what failed, keep the cause
         raise IncompatibleEstimatorError(
             f"dreaming failed: running model {_name(model)} as model(None, "
@@ -111,7 +120,7 @@ def score_dream(guide: Callable, dream_: Dream, *, nesting: int) -> DreamScore:
     """
     conditioned = poutine.condition(guide, data=dict(dream_.latents))
     try:
-        tr = poutine.trace(conditioned).get_trace(dream_.x)
+        tr = _trace(conditioned, dream_.x)
     except Exception as e:
         raise IncompatibleEstimatorError(
             f"guide {_name(guide)} cannot be run on dreamed data: calling it raised "
