@@ -29,8 +29,16 @@ from ppl_dgm.guides import HelmholtzGuide
 from ppl_dgm.models import SigmoidBeliefNet
 from ppl_dgm.train import fit
 
-torch.set_default_dtype(torch.float32)
 Z_MAX = 5.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny float64 ops: intra-op threads only add contention on a shared machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -181,8 +189,10 @@ def test_vimco_gradients_match_enumerated_k_sample_bound(setting, k):
 def test_nvil_control_variates_reduce_guide_variance(setting):
     """Same parameters, same draws budget: the variance of NVIL's guide gradient is a
     fraction of plain REINFORCE's (measured ratios are printed with -s)."""
-    model, guide, xs, xb, counts = setting
-    xb = xb[:600]
+    model, guide, _, _, _ = setting
+    # three points with very different likelihoods, where an input-dependent baseline helps
+    xs = torch.tensor([[0.0] * 6, [1.0] * 6, [1.0, 0.0] * 3], dtype=torch.float64)
+    xb = xs.repeat(200, 1)
     variances = {}
     for name, est in [("reinforce", REINFORCE(baseline=None)),
                       ("reinforce-ema", REINFORCE(baseline="ema")),
@@ -191,13 +201,15 @@ def test_nvil_control_variates_reduce_guide_variance(setting):
             _pretrain_baselines(est, model, guide, xb[:300])
         else:
             est.surrogate(model, guide, xb)
-        _, dg = _draws(est, model, guide, xb, 100)
+        _, dg = _draws(est, model, guide, xb, 200)
         variances[name] = float(dg.var(0).sum())
     ratio = variances["nvil"] / variances["reinforce"]
+    ema_ratio = variances["nvil"] / variances["reinforce-ema"]
     print(f"guide-gradient variance ratios: nvil/reinforce={ratio:.3f}, "
-          f"ema/reinforce={variances['reinforce-ema'] / variances['reinforce']:.3f}")
-    assert ratio < 0.25
-    assert variances["nvil"] < variances["reinforce-ema"]
+          f"nvil/reinforce-ema={ema_ratio:.3f}")
+    # measured 0.040 and 0.46; each variance has a relative standard error of about 10%
+    assert ratio < 0.2
+    assert ema_ratio < 0.75
 
 
 # ----------------------------------------------------------------------------- mixed latents
@@ -380,3 +392,88 @@ def test_estimators_train_an_sbn_end_to_end():
         guide = HelmholtzGuide.from_model(model, hidden=(8,))
         res = fit(model, guide, est, x, steps=30, batch_size=30, device="cpu", log_every=10)
         assert math.isfinite(res.final["objective"])
+
+
+# ----------------------------------------------------------------------------- quality (slow)
+QUALITY_LR = 3e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("name,limit", [("nvil", 21.0), ("vimco", 20.0), ("reinforce", None)])
+def test_digits_one_layer_sbn_exact_nll(name, limit, seed):
+    """One-layer SBN with 12 latents on binarised digits, 3000 Adam steps of batch 100,
+    exact test NLL by enumeration (4096 configurations).  REINFORCE (moving-average
+    baseline) is reported for contrast; measured NLLs are printed with -s."""
+    from ppl_dgm.data import load_digits
+
+    data = load_digits()
+    torch.manual_seed(seed)
+    model = SigmoidBeliefNet(x_dim=64, layers=(12,))
+    guide = HelmholtzGuide.from_model(model)
+    est = {"nvil": lambda: NVIL(), "vimco": lambda: VIMCO(num_particles=5),
+           "reinforce": lambda: REINFORCE(baseline="ema")}[name]()
+    fit(model, guide, est, data, steps=3000, batch_size=100, lr=QUALITY_LR, device="cpu",
+        seed=seed, log_every=500)
+    nll = -float(model.log_prob(data.test).mean())
+    print(f"\n{name} seed {seed}: exact test NLL {nll:.3f} nats")
+    if limit is not None:
+        assert nll <= limit
+
+
+def _guide_grad_variance(est, model, guide, x, draws):
+    """Per-layer total variance of the guide gradient over ``draws`` latent draws."""
+    per_layer = [list(net.parameters()) for net in guide.nets]
+    grads = [[] for _ in per_layer]
+    for _ in range(draws):
+        guide.zero_grad(), model.zero_grad()
+        est.surrogate(model, guide, x).parts["nvil"].backward()
+        for i, ps in enumerate(per_layer):
+            grads[i].append(torch.cat([p.grad.reshape(-1) for p in ps]))
+    return [float(torch.stack(g).var(0).sum()) for g in grads]
+
+
+@pytest.mark.slow
+def test_two_layer_sbn_local_signals_reduce_guide_variance():
+    """A two-layer SBN (64-16-8) trained by NVIL on digits for 2000 steps; at those
+    parameters, the guide-gradient variance per layer with local learning signals
+    against one global signal, for both baseline inputs.  Each variant gets its own
+    baselines fitted at the fixed parameters; no variance normalisation, so all
+    estimate the same ELBO gradient.  Each draw is the gradient on all 1500 training
+    points (so the variance estimate is not dominated by heavy tails)."""
+    from ppl_dgm.data import load_digits
+
+    data = load_digits()
+    torch.manual_seed(0)
+    model = SigmoidBeliefNet(x_dim=64, layers=(16, 8))
+    guide = HelmholtzGuide.from_model(model)
+    fit(model, guide, NVIL(), data, steps=2000, batch_size=100, lr=QUALITY_LR, device="cpu",
+        seed=0, log_every=500)
+    x = data.train
+    result = {}
+    for baseline_input in ("x", "upstream"):
+        for local in (True, False):
+            torch.manual_seed(1)
+            est = NVIL(local_signals=local, variance_normalization=False,
+                       baseline_input=baseline_input)
+            est.check(model, guide, x[:2])
+            opt = torch.optim.Adam(est.parameters(), lr=3e-3)
+            for step in range(1000):          # fit the baselines (and centering) only
+                xb = x[(step % 15) * 100:(step % 15 + 1) * 100]
+                opt.zero_grad()
+                est.surrogate(model, guide, xb).parts["baseline"].backward()
+                opt.step()
+            result[baseline_input, local] = _guide_grad_variance(est, model, guide, x, 200)
+    print("\nguide-gradient variance per layer [x->h1, h1->h2], 200 draws of the full-data "
+          "gradient:")
+    for (inp, local), v in result.items():
+        print(f"  baseline b({'x' if inp == 'x' else 'x, h_<i'}), "
+              f"{'local ' if local else 'global'} signals: {v[0]:.4g}  {v[1]:.4g}")
+    for inp in ("x", "upstream"):
+        loc, glob = result[inp, True], result[inp, False]
+        # layer 1's downstream terms are all the terms: its signal is the global one
+        assert abs(loc[0] / glob[0] - 1) < 1e-6
+    loc, glob = result["upstream", True], result["upstream", False]
+    print(f"  layer-2 ratio local/global with b(x, h_<i): {loc[1] / glob[1]:.3f}; with b(x): "
+          f"{result['x', True][1] / result['x', False][1]:.3f}")
+    assert loc[1] < 0.5 * glob[1]

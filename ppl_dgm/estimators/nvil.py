@@ -42,16 +42,22 @@ class NVIL(Estimator):
     For each non-reparameterisable guide site ``s`` (each stochastic layer of a
     Helmholtz machine) the guide gradient is
 
-        ``(l_s - b_s(x) - c_s) / max(1, sqrt(v_s)) * grad log q(h_s | .)``
+        ``(l_s - b_s - c_s) / max(1, sqrt(v_s)) * grad log q(h_s | .)``
 
     where
 
     * ``l_s`` is the site's *local* learning signal: the terms of
       ``log p(x, h) - log q(h | x)`` downstream of ``s`` (those whose value depends on
-      ``h_s``, found once by provenance tracking); upstream terms only add variance;
-    * ``b_s(x)`` is an input-dependent baseline, an MLP of the data point trained to
-      minimise ``E[(l_s - c_s - b_s(x))^2]``;
-    * ``c_s`` and ``v_s`` are running mean and variance of ``l_s - b_s(x)`` with decay
+      ``h_s``, found once by provenance tracking); the other terms do not change the
+      expected gradient;
+    * ``b_s`` is an input-dependent baseline, an MLP trained to minimise
+      ``E[(l_s - c_s - b_s)^2]``.  It reads the data point and (by default) the samples
+      of the score sites that ``q(h_s | .)`` depends on, e.g. ``b_2(x, h_1)`` for the
+      second layer: they are drawn before ``h_s``, so the gradient stays unbiased, and a
+      local signal varies with them (``log p(h_1 | h_2)`` is part of it).  With
+      ``baseline_input="x"`` it is the paper's ``b_s(x)``; for the first layer the two
+      coincide;
+    * ``c_s`` and ``v_s`` are running mean and variance of ``l_s - b_s`` with decay
       ``alpha`` (centering and variance normalisation); they are device buffers updated
       in place, using their values from *before* the step, and saved with checkpoints.
 
@@ -64,11 +70,13 @@ class NVIL(Estimator):
     :param num_particles: samples per data point, averaged.
     :param local_signals: per-site downstream signals (``False``: the whole ``log w``
         for every site).
-    :param baseline: learn the input-dependent baselines ``b_s(x)``.
+    :param baseline: learn the input-dependent baselines ``b_s``.
     :param centering: subtract the running mean ``c_s``.
     :param variance_normalization: divide by ``max(1, sqrt(v_s))``.
     :param alpha: decay of the running mean and variance (0.8 in the paper).
     :param baseline_hidden: widths of each baseline MLP (``100`` in the paper).
+    :param baseline_input: ``"upstream"`` (``x`` and the site's upstream latent samples)
+        or ``"x"`` (the paper's ``b_s(x)``).
 
     The baseline networks are built for the sites of the model and guide the first time
     they are seen (in :meth:`check`, which :func:`~ppl_dgm.train.fit` calls before it
@@ -88,7 +96,7 @@ class NVIL(Estimator):
                  baseline: bool = True, centering: bool = True,
                  variance_normalization: bool = True, alpha: float = 0.8,
                  baseline_hidden: Sequence[int] | int | str = (100,),
-                 max_plate_nesting: int | None = None):
+                 baseline_input: str = "upstream", max_plate_nesting: int | None = None):
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
         if not 0.0 <= alpha < 1.0:
             raise ValueError(f"alpha={alpha} must lie in [0, 1) (the paper uses 0.8)")
@@ -98,6 +106,10 @@ class NVIL(Estimator):
         self.variance_normalization = bool(variance_normalization)
         self.alpha = float(alpha)
         self.baseline_hidden = as_sizes(baseline_hidden)
+        if baseline_input not in ("x", "upstream"):
+            raise ValueError(f"baseline_input={baseline_input!r}; choose 'x' (b(x)) or "
+                             f"'upstream' (b(x, upstream latent samples))")
+        self.baseline_input = baseline_input
         self.aux.baselines = nn.ModuleDict()
         self.aux.moments = nn.ModuleDict()
         self._structure: DependencyStructure | None = None
@@ -122,13 +134,39 @@ class NVIL(Estimator):
                 taken.add(self._keys[s])
             k = self._keys[s]
             if self.use_baseline and k not in self.aux.baselines:
-                net = (mlp(x.shape[-1], self.baseline_hidden, 1) if structure.per_point
+                net = (mlp(x.shape[-1] + self._extra_inputs(structure, s),
+                           self.baseline_hidden, 1) if structure.per_point
                        else _ConstantBaseline())
                 self.aux.baselines[k] = net.to(device=x.device, dtype=x.dtype)
             if (self.centering or self.variance_normalization) and k not in self.aux.moments:
                 self.aux.moments[k] = RunningMoments(self.alpha).to(device=x.device,
                                                                     dtype=x.dtype)
         return structure
+
+    def _extra_inputs(self, structure: DependencyStructure, site: str) -> int:
+        if self.baseline_input == "x":
+            return 0
+        for a in structure.upstream[site]:
+            if not structure.data_only[a]:
+                raise ValueError(
+                    f"NVIL(baseline_input='upstream') feeds the samples of site {a!r} to the "
+                    f"baseline of {site!r}, but {a!r} is batched by plates other than "
+                    f"'data'; use baseline_input='x'")
+        return sum(structure.event_sizes[a] for a in structure.upstream[site])
+
+    def _baseline_features(self, tr, structure: DependencyStructure, site: str,
+                           x: torch.Tensor) -> torch.Tensor:
+        ups = structure.upstream[site] if self.baseline_input == "upstream" else ()
+        if not ups:
+            return x
+        feats = []
+        for a in ups:
+            node = tr.guide_trace.nodes[a]
+            v = node["value"].detach()
+            event_dim = len(node["fn"].event_shape)
+            feats.append(v.reshape(*v.shape[:v.dim() - event_dim], -1).to(x.dtype))
+        batch = feats[0].shape[:-1]                          # (B,) or (K, B)
+        return torch.cat([x.expand(*batch, x.shape[-1]), *feats], -1)
 
     # ------------------------------------------------------------------ step
     def surrogate(self, model, guide, x) -> LossParts:
@@ -154,7 +192,8 @@ class NVIL(Estimator):
                                         torch.ones_like(moments.var)).clone()
             b = 0.0
             if self.use_baseline:
-                b = self.aux.baselines[k](x).squeeze(-1)     # (P,), or () for a constant
+                features = self._baseline_features(tr, structure, s, x)
+                b = self.aux.baselines[k](features).squeeze(-1)  # (K?, P), or () for a constant
                 term = (signal - c - b).square().mean(0).sum()
                 baseline_loss = term if baseline_loss is None else baseline_loss + term
                 b = b.detach()

@@ -89,13 +89,18 @@ class DependencyStructure:
     ``model[s]`` and ``guide[s]`` list the terms of ``log p(x, h) - log q(h | x)`` that
     change when the value of site ``s`` changes (``s`` itself included in ``guide``):
     its downstream terms.  All other terms are independent of ``s`` given its parents
-    and drop out of its learning signal in expectation.
+    and drop out of its learning signal in expectation.  ``upstream[s]`` lists the
+    score sites that ``q(h_s | .)`` depends on (its ancestors, in guide order), and
+    ``event_sizes`` the number of values in one draw of each score site.
     """
 
     sites: tuple[str, ...]
     model: Mapping[str, tuple[str, ...]]
     guide: Mapping[str, tuple[str, ...]]
     per_point: bool
+    upstream: Mapping[str, tuple[str, ...]]
+    event_sizes: Mapping[str, int]
+    data_only: Mapping[str, bool]
 
 
 def _provenance_of_log_prob(site) -> frozenset:
@@ -124,10 +129,20 @@ def dependency_structure(model, guide, x) -> DependencyStructure:
     for s in sites:  # a site's own log q always depends on its value
         if s not in guide_dep[s]:
             guide_dep[s].append(s)
+    upstream = {s: tuple(a for a in sites if a != s and s in guide_dep[a]) for s in sites}
+    event_sizes, data_only = {}, {}
+    for s in sites:
+        site = guide_tr.nodes[s]
+        event_shape = tuple(site["fn"].event_shape)
+        event_sizes[s] = int(torch.Size(event_shape).numel())
+        # the value is batched by the data plate alone: (B, *event_shape)
+        data_only[s] = (site["value"].dim() - len(event_shape) == 1 and any(
+            f.name == "data" for f in site["cond_indep_stack"]))
     per_point = all(any(f.name == "data" for f in tr.nodes[n]["cond_indep_stack"])
                     for tr in (guide_tr, model_tr) for n in latent_sites(tr))
     return DependencyStructure(sites, {s: tuple(v) for s, v in model_dep.items()},
-                               {s: tuple(v) for s, v in guide_dep.items()}, per_point)
+                               {s: tuple(v) for s, v in guide_dep.items()}, per_point,
+                               upstream, event_sizes, data_only)
 
 
 def local_signal(tr: Traces, structure: DependencyStructure, site: str) -> torch.Tensor:
