@@ -45,8 +45,9 @@ def test_pure_math():
     torch.testing.assert_close(w.sum(0), torch.ones(2))
     torch.testing.assert_close(w[:, 1], torch.tensor([0.5, 0.5]))        # per point
     assert not w.requires_grad
-    model_obj, guide_obj = rws_objectives(log_p, log_q)
-    model_obj.sum().backward()
+    obj = rws_objectives(log_p, log_q)
+    torch.testing.assert_close(obj.weights, w)
+    obj.model.sum().backward()
     torch.testing.assert_close(log_p.grad, w)       # grad of sum_k w_k log p_k is w
     assert log_q.grad is None
 
@@ -150,7 +151,7 @@ def test_metrics():
         model, guide, x).metrics
     assert set(m) == {"objective", "iwae", "ess", "sleep_log_q"}
     assert 1.0 <= float(m["ess"]) <= 4.0
-    assert float(m["objective"]) <= float(model.log_prob(x).sum()) + 1.0   # a (stochastic) bound
+    assert all(not v.requires_grad and v.dim() == 0 for v in m.values())
 
 
 def test_bad_options():

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 from .base import Estimator, LossParts, log_mean_exp
 from .dreams import dream, score_dream
-from .wake_sleep import _check_dream_batch_size, _detached_sample, sleep_objective
+from .wake_sleep import _check_dream_batch_size, _detached_sample, sleep_term
 
-__all__ = ["GUIDE_UPDATES", "ReweightedWakeSleep", "normalized_weights", "rws_objectives"]
+__all__ = ["GUIDE_UPDATES", "RWSObjectives", "ReweightedWakeSleep", "normalized_weights",
+           "rws_objectives"]
 
 GUIDE_UPDATES = ("wake", "sleep", "mixture")
 
@@ -21,9 +23,17 @@ def normalized_weights(log_w: torch.Tensor) -> torch.Tensor:
     return torch.softmax(log_w.detach(), 0)
 
 
-def rws_objectives(log_p: torch.Tensor, log_q: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The wake objectives of reweighted wake-sleep per point, ``(K, P) -> (P,), (P,)``.
+@dataclass(frozen=True)
+class RWSObjectives:
+    """Per-point wake objectives of reweighted wake-sleep and the weights behind them."""
+
+    model: torch.Tensor     # (P,) sum_k w~_k log p(x, h_k)
+    guide: torch.Tensor     # (P,) sum_k w~_k log q(h_k | x)
+    weights: torch.Tensor   # (K, P) normalised weights, no gradient
+
+
+def rws_objectives(log_p: torch.Tensor, log_q: torch.Tensor) -> RWSObjectives:
+    """The wake objectives of reweighted wake-sleep per point, from ``(K, P)`` log densities.
 
     Model: ``sum_k w~_k log p(x, h_k)``, whose gradient is the self-normalised
     importance-sampling estimate of ``grad log p(x)`` (the gradient of the IWAE bound).
@@ -33,7 +43,7 @@ def rws_objectives(log_p: torch.Tensor, log_q: torch.Tensor
     carry no gradient.
     """
     w = normalized_weights(log_p - log_q)
-    return (w * log_p).sum(0), (w * log_q).sum(0)
+    return RWSObjectives((w * log_p).sum(0), (w * log_q).sum(0), w)
 
 
 class ReweightedWakeSleep(Estimator):
@@ -100,19 +110,19 @@ class ReweightedWakeSleep(Estimator):
     def surrogate(self, model, guide, x) -> LossParts:
         tr = self.traces(model, guide, x, guide_value_hook=_detached_sample)
         log_p, log_q = tr.log_p, tr.log_q
-        model_obj, wake_guide_obj = rws_objectives(log_p, log_q)
-        w = normalized_weights(log_p - log_q)
+        obj = rws_objectives(log_p, log_q)
+        w = obj.weights
         bound = (tr.scale * log_mean_exp((log_p - log_q).detach(), 0).sum())
         metrics = {"objective": bound, "iwae": bound,
                    "ess": (1.0 / (w * w).sum(0)).mean()}
-        parts = {"wake_model": -tr.scale * model_obj.sum()}
+        parts = {"wake_model": -tr.scale * obj.model.sum()}
         a = self._wake_weight
         if a > 0.0:
-            parts["wake_guide"] = -a * tr.scale * wake_guide_obj.sum()
+            parts["wake_guide"] = -a * tr.scale * obj.guide.sum()
         if a < 1.0:
-            score = score_dream(guide, dream(model, self.dream_batch_size or x.shape[0]),
-                                nesting=self.plate_nesting(model, guide, x))
-            sleep = sleep_objective(score.log_q, tr.scale * x.shape[0], score.per_point)
+            sleep, score = sleep_term(model, guide, self.dream_batch_size or x.shape[0],
+                                      nesting=self.plate_nesting(model, guide, x),
+                                      num_points=tr.scale * x.shape[0])
             parts["sleep_guide"] = -(1.0 - a) * sleep
             metrics["sleep_log_q"] = score.log_q.detach().mean()
         return LossParts(parts, metrics)

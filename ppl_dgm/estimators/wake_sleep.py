@@ -7,10 +7,10 @@ from typing import ClassVar
 import torch
 
 from .base import Estimator, LossParts
-from .dreams import dream, score_dream
+from .dreams import DreamScore, dream, score_dream
 from .traces import Traces
 
-__all__ = ["WakeSleep", "sleep_objective", "wake_model_objective"]
+__all__ = ["WakeSleep", "sleep_objective", "sleep_term", "wake_model_objective"]
 
 
 def wake_model_objective(log_p: torch.Tensor) -> torch.Tensor:
@@ -34,6 +34,14 @@ def sleep_objective(dream_log_q: torch.Tensor, num_points: float | torch.Tensor,
     if not per_point:
         return dream_log_q.sum()
     return num_points * dream_log_q.mean()
+
+
+def sleep_term(model, guide, batch_size: int, *, nesting: int,
+               num_points: float | torch.Tensor) -> tuple[torch.Tensor, DreamScore]:
+    """Dream ``batch_size`` points from ``model`` and return the sleep objective (see
+    :func:`sleep_objective`) with the guide's score on the dream."""
+    score = score_dream(guide, dream(model, batch_size), nesting=nesting)
+    return sleep_objective(score.log_q, num_points, score.per_point), score
 
 
 def _detached_sample(name: str, site: dict) -> torch.Tensor:
@@ -84,10 +92,9 @@ class WakeSleep(Estimator):
     def surrogate(self, model, guide, x) -> LossParts:
         tr = self.wake_traces(model, guide, x)
         wake = tr.scale * wake_model_objective(tr.log_p).sum()
-        n_dream = self.dream_batch_size or x.shape[0]
-        score = score_dream(guide, dream(model, n_dream),
-                            nesting=self.plate_nesting(model, guide, x))
-        sleep = sleep_objective(score.log_q, tr.scale * x.shape[0], score.per_point)
+        sleep, score = sleep_term(model, guide, self.dream_batch_size or x.shape[0],
+                                  nesting=self.plate_nesting(model, guide, x),
+                                  num_points=tr.scale * x.shape[0])
         elbo = (tr.scale * tr.log_w.mean(0).sum()).detach()
         return LossParts({"wake_model": -wake, "sleep_guide": -sleep},
                          {"objective": elbo, "elbo": elbo,
