@@ -151,8 +151,10 @@ def test_gradient_penalty_of_a_linear_critic():
 
 
 # ----------------------------------------------------------------------- routing
-@pytest.mark.parametrize("make", [GAN, NSGAN, lambda: IWGAN(num_particles=2), WGANGP],
-                         ids=["gan", "nsgan", "iwgan", "wgan-gp"])
+@pytest.mark.parametrize("make", [GAN, NSGAN, lambda: IWGAN(num_particles=2), WGANGP,
+                                  lambda: NSGAN(instance_noise=0.3),
+                                  lambda: IWGAN(num_particles=2, instance_noise=0.3)],
+                         ids=["gan", "nsgan", "iwgan", "wgan-gp", "nsgan-noise", "iwgan-noise"])
 def test_each_part_reaches_only_its_player(make):
     """Backpropagating a part alone: the discriminator's part moves only phi, the
     generator's part only theta."""
@@ -318,6 +320,27 @@ def test_cli_reports_bad_guide(tmp_path, capsys):
                  "--steps", "2", "--run-dir", str(tmp_path / "r"), "--no-progress"])
     assert code == 2
     assert "not a discriminator" in capsys.readouterr().err
+
+
+def test_instance_noise_perturbs_both_inputs_of_the_discriminator():
+    """With instance noise sigma, D sees x + sigma e and G(z) + sigma e'; the
+    generator's gradient flows through the noisy generated points."""
+    gen, disc = tiny()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    z = torch.randn(4, 2, dtype=torch.float64)
+    model = poutine.condition(gen, data={"z": z})
+    torch.manual_seed(5)
+    parts = NSGAN(instance_noise=0.5).surrogate(model, disc, x)
+    torch.manual_seed(5)
+    e_real, e_fake = torch.randn_like(x), torch.randn_like(x)
+    fake = gen.generate(z) + 0.5 * e_fake
+    loss_g = -F.logsigmoid(disc.logits(fake)).sum()
+    assert torch.isclose(parts.parts["generator"], loss_g)
+    loss_d = -(F.logsigmoid(disc.logits(x + 0.5 * e_real)).sum()
+               + torch.log1p(-torch.sigmoid(disc.logits(fake))).sum())
+    assert torch.isclose(parts.parts["discriminator"], loss_d)
+    with pytest.raises(ValueError, match="instance_noise"):
+        GAN(instance_noise=-1.0)
 
 
 def test_generator_loss_rejects_unknown_loss():

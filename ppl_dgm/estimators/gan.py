@@ -252,6 +252,11 @@ class GAN(AdversarialEstimator):
         original game, whose gradient vanishes when D wins) or ``"nonsaturating"``
         (maximises ``E log D(G(z))``, the unified view's ``log q^r(y|x)``).
     :param n_critic: see :class:`AdversarialEstimator`.
+    :param instance_noise: standard deviation of Gaussian noise added to every input of
+        the discriminator, real and generated (Sonderby et al. 2016; Arjovsky and Bottou
+        2017).  It makes the two distributions overlap, which keeps the discriminator
+        from winning outright on binary data (where any non-binary pixel gives a
+        generated image away) and reduces mode collapse.  0 (default) turns it off.
 
     ``metrics["objective"]`` is the GAN value ``V(D, G) = sum_i log D(x_i) +
     sum_i log(1 - D(G(z_i)))`` over the minibatch (n real, n generated points), which the
@@ -268,12 +273,18 @@ class GAN(AdversarialEstimator):
     default_loss: ClassVar[str] = "minimax"
 
     def __init__(self, *, loss: str | None = None, n_critic: int | None = None,
-                 max_plate_nesting: int | None = None):
+                 instance_noise: float = 0.0, max_plate_nesting: int | None = None):
         super().__init__(n_critic=n_critic, max_plate_nesting=max_plate_nesting)
         loss = self.default_loss if loss is None else loss
         if loss not in LOSSES:
             raise ValueError(f"loss={loss!r} is unknown; choose one of {LOSSES}")
         self.loss_type = loss
+        self._set_noise(instance_noise)
+
+    def _set_noise(self, instance_noise: float) -> None:
+        if not instance_noise >= 0:
+            raise ValueError(f"instance_noise must be >= 0, got {instance_noise!r}")
+        self.instance_noise = float(instance_noise)
 
     def _generator_term(self, logits_fake: torch.Tensor) -> torch.Tensor:
         return generator_loss(logits_fake, self.loss_type)
@@ -281,6 +292,9 @@ class GAN(AdversarialEstimator):
     def surrogate(self, model, guide, x) -> LossParts:
         n, k = x.shape[0], self.num_particles
         fake = generate(model, n * k)
+        if self.instance_noise > 0:  # the same noisy points feed both players' terms
+            x = x + self.instance_noise * torch.randn_like(x)
+            fake = fake + self.instance_noise * torch.randn_like(fake)
         logits = discriminator_logits(guide, torch.cat([x, fake.detach()]))
         logits_real, logits_fake = logits[:n], logits[n:].reshape(k, n)
         logits_gen = discriminator_logits(guide, fake, frozen=True).reshape(k, n)

@@ -55,6 +55,7 @@ class IWGAN(GAN):
     :param group: ``"particles"`` normalises the weights over each point's ``k``
         samples; ``"batch"`` over the whole generated minibatch (the paper's practice).
     :param n_critic: see :class:`~ppl_dgm.estimators.gan.AdversarialEstimator`.
+    :param instance_noise: noise added to the discriminator's inputs, as in :class:`GAN`.
 
     ``metrics["objective"]`` is the GAN value as in :class:`GAN`; ``iw_ess`` is the
     effective sample size of the normalised weights as a fraction of the group size.
@@ -68,13 +69,15 @@ class IWGAN(GAN):
     name: ClassVar[str] = "iwgan"
 
     def __init__(self, *, num_particles: int = 1, group: str = "particles",
-                 n_critic: int | None = None, max_plate_nesting: int | None = None):
+                 n_critic: int | None = None, instance_noise: float = 0.0,
+                 max_plate_nesting: int | None = None):
         AdversarialEstimator.__init__(self, num_particles=num_particles, n_critic=n_critic,
                                       max_plate_nesting=max_plate_nesting)
         if group not in GROUPS:
             raise ValueError(f"group={group!r} is unknown; choose one of {GROUPS}")
         self.loss_type = "nonsaturating"
         self.group = group
+        self._set_noise(instance_noise)
 
     def _grouped(self, logits_gen: torch.Tensor) -> torch.Tensor:
         return logits_gen.reshape(-1, 1) if self.group == "batch" else logits_gen
