@@ -19,12 +19,12 @@ import time
 import pyro
 import pyro.distributions as dist
 import torch
+from ppl_dgm.guides import HelmholtzGuide
+from ppl_dgm.models import SigmoidBeliefNet
 from torch import nn
 from torch.nn import functional as F
 
 from ppl_dgm.estimators import NVIL, REINFORCE, VIMCO
-from ppl_dgm.guides import HelmholtzGuide
-from ppl_dgm.models import SigmoidBeliefNet
 from ppl_dgm.train import StepFunction, make_optimizer
 
 ESTIMATORS = ("reinforce", "nvil", "vimco")

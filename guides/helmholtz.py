@@ -54,8 +54,8 @@ class HelmholtzGuide(PyroModule):
         self.hidden = as_sizes(hidden)
         below = (self.x_dim, *sizes[:-1])
         self.nets = PyroModule[nn.ModuleList](
-            [mlp(below[l], self.hidden, sizes[l], activation=activation)
-             for l in range(len(sizes))])
+            [mlp(below[i], self.hidden, sizes[i], activation=activation)
+             for i in range(len(sizes))])
 
     @classmethod
     def from_model(cls, model, **options) -> HelmholtzGuide:
@@ -78,16 +78,16 @@ class HelmholtzGuide(PyroModule):
             raise ValueError("HelmholtzGuide is a recognition network: it needs observed x")
         below = x
         with pyro.plate("data", x.shape[0]):
-            for l, site in enumerate(self.sites):
+            for i, site in enumerate(self.sites):
                 below = pyro.sample(site, dist.Bernoulli(
-                    logits=self.layer_logits(l, below)).to_event(1))
+                    logits=self.layer_logits(i, below)).to_event(1))
         return below
 
     def log_prob(self, x: torch.Tensor, latents: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``log q(h | x)`` for given latent values (any common leading batch shape)."""
         below, total = x, None
-        for l, site in enumerate(self.sites):
-            logits = self.layer_logits(l, below)
+        for i, site in enumerate(self.sites):
+            logits = self.layer_logits(i, below)
             h = latents[site]
             term = (h * logits - F.softplus(logits)).sum(-1)
             total = term if total is None else total + term
@@ -98,7 +98,7 @@ class HelmholtzGuide(PyroModule):
     def sample(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """One draw ``h ~ q(h | x)`` per row of ``x``, as ``{"h1": ..., ...}``."""
         below, out = x, {}
-        for l, site in enumerate(self.sites):
-            below = torch.bernoulli(torch.sigmoid(self.layer_logits(l, below)))
+        for i, site in enumerate(self.sites):
+            below = torch.bernoulli(torch.sigmoid(self.layer_logits(i, below)))
             out[site] = below
         return out

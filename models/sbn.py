@@ -101,7 +101,7 @@ class SigmoidBeliefNet(PyroModule):
         # top prior.  A PyroModule container reached by plain indexing: no pyro.module
         # statements on every step.
         self.nets = PyroModule[nn.ModuleList](
-            [nn.Linear(sizes[l], below[l]) for l in range(len(sizes))] + [_TopPrior(sizes[-1])])
+            [nn.Linear(sizes[i], below[i]) for i in range(len(sizes))] + [_TopPrior(sizes[-1])])
 
     # ------------------------------------------------------------------ structure
     @property
@@ -128,9 +128,9 @@ class SigmoidBeliefNet(PyroModule):
         with pyro.plate("data", n):
             h = pyro.sample(self.sites[-1], dist.Bernoulli(
                 logits=top.expand(n, top.shape[-1])).to_event(1))
-            for l in range(len(self.sites) - 2, -1, -1):
-                h = pyro.sample(self.sites[l], dist.Bernoulli(
-                    logits=self.layer_logits(l + 1, h)).to_event(1))
+            for i in range(len(self.sites) - 2, -1, -1):
+                h = pyro.sample(self.sites[i], dist.Bernoulli(
+                    logits=self.layer_logits(i + 1, h)).to_event(1))
             return pyro.sample("x", dist.Bernoulli(logits=self.layer_logits(0, h)).to_event(1),
                                obs=x)
 
@@ -139,8 +139,8 @@ class SigmoidBeliefNet(PyroModule):
         """``log p(x, h)`` for given latent values (any common leading batch shape)."""
         hs = [latents[s] for s in self.sites]
         total = _bernoulli_log_prob(self.top_logits(), hs[-1])
-        for l in range(len(hs) - 1):
-            total = total + _bernoulli_log_prob(self.layer_logits(l + 1, hs[l + 1]), hs[l])
+        for i in range(len(hs) - 1):
+            total = total + _bernoulli_log_prob(self.layer_logits(i + 1, hs[i + 1]), hs[i])
         return total + _bernoulli_log_prob(self.layer_logits(0, hs[0]), x)
 
     def _check_enumerable(self) -> None:
@@ -190,9 +190,9 @@ class SigmoidBeliefNet(PyroModule):
                 hs = self.split(self.configurations(start, min(total, start + chunk),
                                                     device=x.device, dtype=x.dtype))
                 log_prior = _bernoulli_log_prob(ref, hs[self.sites[-1]])
-                for l in range(len(self.sites) - 1):
+                for i in range(len(self.sites) - 1):
                     log_prior = log_prior + _bernoulli_log_prob(
-                        self.layer_logits(l + 1, hs[self.sites[l + 1]]), hs[self.sites[l]])
+                        self.layer_logits(i + 1, hs[self.sites[i + 1]]), hs[self.sites[i]])
                 logits = self.layer_logits(0, hs[self.sites[0]])            # (C, D)
                 log_lik = xb @ logits.T - F.softplus(logits).sum(-1)         # (N, C)
                 block = log_lik + log_prior
@@ -225,9 +225,9 @@ class SigmoidBeliefNet(PyroModule):
         top = self.top_logits()
         h = torch.bernoulli(torch.sigmoid(top).expand(n, top.shape[-1]))
         latents = {self.sites[-1]: h}
-        for l in range(len(self.sites) - 2, -1, -1):
-            h = torch.bernoulli(torch.sigmoid(self.layer_logits(l + 1, h)))
-            latents[self.sites[l]] = h
+        for i in range(len(self.sites) - 2, -1, -1):
+            h = torch.bernoulli(torch.sigmoid(self.layer_logits(i + 1, h)))
+            latents[self.sites[i]] = h
         probs = torch.sigmoid(self.layer_logits(0, h))
         x = probs if mean else torch.bernoulli(probs)
         return (x, latents) if return_latents else x

@@ -17,6 +17,8 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from ppl_dgm.guides import HelmholtzGuide
+from ppl_dgm.models import SigmoidBeliefNet
 from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
@@ -25,8 +27,6 @@ from ppl_dgm.errors import DataError
 from ppl_dgm.estimators import ELBO, NVIL, REINFORCE, VIMCO
 from ppl_dgm.estimators.score import dependency_structure
 from ppl_dgm.estimators.vimco import vimco_signals
-from ppl_dgm.guides import HelmholtzGuide
-from ppl_dgm.models import SigmoidBeliefNet
 from ppl_dgm.train import fit
 
 Z_MAX = 5.0
@@ -219,7 +219,8 @@ class _MixedModel(PyroModule):
     def __init__(self):
         super().__init__()
         self.p = nn.ParameterDict({
-            "a": nn.Parameter(torch.tensor([0.3, -0.5])), "w": nn.Parameter(torch.tensor([1.0, -0.8])),
+            "a": nn.Parameter(torch.tensor([0.3, -0.5])),
+            "w": nn.Parameter(torch.tensor([1.0, -0.8])),
             "b": nn.Parameter(torch.tensor(0.2)), "c": nn.Parameter(torch.tensor([0.9, -0.4])),
             "d": nn.Parameter(torch.tensor([0.1, 0.3]))})
 
@@ -248,7 +249,8 @@ class _MixedGuide(PyroModule):
         self.p = nn.ParameterDict({
             "U": nn.Parameter(torch.tensor([[0.5, -0.3], [0.2, 0.4]])),
             "u": nn.Parameter(torch.tensor([0.1, -0.2])),
-            "V": nn.Parameter(torch.tensor([0.6, -0.3])), "R": nn.Parameter(torch.tensor([0.4, -0.5])),
+            "V": nn.Parameter(torch.tensor([0.6, -0.3])),
+            "R": nn.Parameter(torch.tensor([0.4, -0.5])),
             "v": nn.Parameter(torch.tensor(0.05)), "s": nn.Parameter(torch.tensor(-0.3))})
 
     def dists(self, x, h):

@@ -5,12 +5,12 @@ import math
 
 import pytest
 import torch
-from pyro import poutine
-
-from ppl_dgm.evaluate import evaluate, exact_log_prob
 from ppl_dgm.guides import HelmholtzGuide
 from ppl_dgm.models import SigmoidBeliefNet
 from ppl_dgm.models.sbn import TooManyLatentsError, make_synthetic
+from pyro import poutine
+
+from ppl_dgm.evaluate import evaluate, exact_log_prob
 from ppl_dgm.registry import build_guide, build_model, default_guide
 
 

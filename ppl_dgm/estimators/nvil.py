@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -10,8 +11,14 @@ from torch import nn
 
 from ..nn import as_sizes, mlp
 from .base import Estimator, LossParts
-from .score import (DependencyStructure, RunningMoments, dependency_structure, local_signal,
-                    module_key, pathwise_log_w)
+from .score import (
+    DependencyStructure,
+    RunningMoments,
+    dependency_structure,
+    local_signal,
+    module_key,
+    pathwise_log_w,
+)
 
 __all__ = ["NVIL", "nvil_signal"]
 
@@ -113,7 +120,7 @@ class NVIL(Estimator):
         self.aux.baselines = nn.ModuleDict()
         self.aux.moments = nn.ModuleDict()
         self._structure: DependencyStructure | None = None
-        self._structure_key: tuple[int, int] | None = None
+        self._structure_for: tuple[weakref.ref, weakref.ref] | None = None
         self._keys: dict[str, str] = {}
 
     # ------------------------------------------------------------------ set-up
@@ -122,11 +129,11 @@ class NVIL(Estimator):
         self._prepare(model, guide, x)
 
     def _prepare(self, model, guide, x) -> DependencyStructure:
-        key = (id(model), id(guide))
-        if self._structure is not None and self._structure_key == key:
+        seen = self._structure_for
+        if seen is not None and seen[0]() is model and seen[1]() is guide:
             return self._structure
         structure = dependency_structure(model, guide, x)
-        self._structure, self._structure_key = structure, key
+        self._structure, self._structure_for = structure, (weakref.ref(model), weakref.ref(guide))
         taken = set(self._keys.values())
         for s in structure.sites:
             if s not in self._keys:
