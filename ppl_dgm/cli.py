@@ -228,8 +228,12 @@ def _train(args) -> int:
     if estimator.needs_likelihood and data.test.shape[0]:
         model.eval(), guide.eval()
         torch.manual_seed(args.seed)
-        ll = importance_log_likelihood(model, guide, data.test.to(device),
-                                       num_samples=args.eval_samples)
+        try:
+            ll = importance_log_likelihood(model, guide, data.test.to(device),
+                                           num_samples=args.eval_samples)
+        except DataError as e:  # global latents: no per-point log-likelihood
+            print(f"test log-likelihood skipped: {e}")
+            return 0
         exact = (getattr(model, "log_prob", None)
                  if getattr(model, "can_enumerate", True) else None)
         print(f"test log-likelihood (importance sampling, K={args.eval_samples}): "
@@ -423,15 +427,17 @@ def _diagnose(args) -> int:
           f"{100 * imp['frac_khat_above_0.5']:.1f}% > 0.5, "
           f"{100 * imp['frac_khat_above_0.7']:.1f}% > 0.7")
     print(f"  flagged (k-hat > {imp['threshold']:.3f} = min(1 - 1/log10 S, 0.7)): "
-          f"{imp['num_flagged']} points {_few(imp['flagged_points'])}")
+          f"{imp['num_flagged']} points {_few(imp['flagged_points'])}"
+          + ("" if imp["per_point"] else " (-1: the whole data set)"))
     if "recheck_draws" in imp:
         print(f"  recheck with {imp['recheck_draws']} draws (threshold "
               f"{imp['recheck_threshold']:.3f}): {imp['num_confirmed']} still flagged "
               f"{_few(imp['confirmed_points'])}")
     print(f"  IS effective sample size: median {imp['ess_median']:.1f}, min "
           f"{imp['ess_min']:.1f} of {imp['num_draws']}")
+    unit = "nats/point" if imp["per_point"] else "nats for the whole data set"
     print(f"  log p(x) (IS, S={imp['num_draws']}): {imp['log_px_mean']:.3f}; ELBO "
-          f"{imp['elbo_mean']:.3f} nats/point")
+          f"{imp['elbo_mean']:.3f} {unit}")
     if result.reference is not None:
         nuts = summary["nuts"]
         print(f"  NUTS on points {nuts['points']}: {nuts['num_chains']} chains x "
@@ -457,6 +463,10 @@ def _diagnose(args) -> int:
         print(f"  SBC: {s['num_simulations']} simulations, {s['num_draws']} draws, "
               f"{s['num_dims']} dims: chi-square p = {s['p_value']:.3g} (Bonferroni) -> "
               f"{'uniform' if s['uniform'] else 'NOT uniform'} at alpha {s['alpha']}")
+        if not imp["per_point"]:
+            print("    (each replicate is a simulated data set: a guide whose global factors "
+                  "are free parameters fitted to one data set is not amortised over data "
+                  "sets, so SBC is expected to reject it)")
     if result.models is not None:
         print("  held-out log p(x), nats/point (paired difference to the best):")
         for r in result.models.rows:

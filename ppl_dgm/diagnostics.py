@@ -781,6 +781,11 @@ def sbc(model, guide, *, num_simulations: int = 1000, num_draws: int = 99, num_b
     With ``num_simulations / num_bins >= 5`` the chi-square approximation holds; under
     uniform ranks each per-dimension test rejects with probability ``alpha / d``.
 
+    SBC checks amortisation: the guide must map every simulated ``x`` to its posterior.
+    A guide whose global factors are free parameters fitted to one data set (such as
+    :class:`~ppl_dgm.guides.HierarchicalGuide`) is not amortised over data sets, and SBC
+    rejects it whatever its quality on that data set; compare it with NUTS instead.
+
     Example::
 
         res = sbc(model, guide, num_simulations=1000, num_draws=99)

@@ -96,30 +96,27 @@ def _worst_features(comparison, name: str, p_i: int | None, max_dims: int) -> li
 
 def plot_guide_vs_reference(comparison, path: str | Path, *, max_dims: int = 4) -> Path:
     """Marginal histograms of guide draws against NUTS draws: a row per point showing
-    the ``max_dims`` latent dimensions where the two differ most; global sites share
-    rows of their own."""
+    the ``max_dims`` dimensions of a vector latent where the two differ most; scalar
+    latents and global sites are packed ``max_dims`` to a row."""
     ref, guide = comparison.reference, comparison.guide
-    rows = []
+    # vector sites: a row per point; scalar sites (and global ones) share packed rows
+    merged, buf = [], []
     for name, v in ref.draws.items():
         vec = v.shape[-1] > 1
         if ref.local[name]:
             for p_i, p in enumerate(ref.points):
-                feats = _worst_features(comparison, name, p_i, max_dims)
-                rows.append([(name, p_i, f, f"point {p}, {name}" + (f"[{f}]" if vec else ""))
-                             for f in feats])
+                panels = [(name, p_i, f, f"point {p}, {name}" + (f"[{f}]" if vec else ""))
+                          for f in _worst_features(comparison, name, p_i, max_dims)]
+                if vec:
+                    merged.append(panels)
+                else:
+                    buf += panels
         else:
-            feats = _worst_features(comparison, name, None, max_dims)
-            rows.append([(name, None, f, name + (f"[{f}]" if vec else "")) for f in feats])
-    # global sites are short rows: merge consecutive ones into one row
-    merged, buf = [], []
-    for row in rows:
-        if row[0][1] is None and len(row) < max_dims:
-            buf += row
-            if len(buf) >= max_dims:
-                merged.append(buf[:max_dims])
-                buf = buf[max_dims:]
-        else:
-            merged.append(row)
+            buf += [(name, None, f, name + (f"[{f}]" if vec else ""))
+                    for f in _worst_features(comparison, name, None, max_dims)]
+        while len(buf) >= max_dims:
+            merged.append(buf[:max_dims])
+            buf = buf[max_dims:]
     if buf:
         merged.append(buf)
     ncols = max(len(r) for r in merged)

@@ -22,7 +22,7 @@ import torch
 from .checkpoints import apply_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from .checks import check_setup
 from .data import Dataset, check_data
-from .errors import NonFiniteLossError
+from .errors import DataError, NonFiniteLossError
 from .evaluate import bound
 
 __all__ = ["FitResult", "StepFunction", "fit", "make_optimizer", "resolve_device"]
@@ -258,8 +258,9 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                 if eval_every and eval_data is not None and getattr(
                         estimator, "needs_likelihood", True) and (done % eval_every == 0
                                                                    or done == steps):
-                    row[f"heldout_bound_k{eval_particles}"] = _heldout(
-                        model, guide, eval_data, eval_particles)
+                    heldout = _heldout(model, guide, eval_data, eval_particles)
+                    if heldout is not None:
+                        row[f"heldout_bound_k{eval_particles}"] = heldout
                 if callback is not None:
                     t_cb = time.perf_counter()
                     callback(done, row)
@@ -305,9 +306,13 @@ def _restore(modules, snapshot) -> None:
         m.load_state_dict(snapshot["state"][role])
 
 
-def _heldout(model, guide, x, k) -> float:
+def _heldout(model, guide, x, k) -> float | None:
+    """Mean held-out K-sample bound; None for a model with global latents (its weights
+    are joint over the data set, so there is no per-point bound)."""
     model.eval(), guide.eval()
     try:
         return float(bound(model, guide, x, k).mean())
+    except DataError:
+        return None
     finally:
         model.train(), guide.train()
