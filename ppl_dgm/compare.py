@@ -16,8 +16,9 @@ Measured for every (estimator, seed) run:
 * gradient variance and SNR for model and guide parameters separately, from
   ``grad_draws`` draws on a fixed batch at three parameter snapshots: start, middle and
   end of training (:func:`~ppl_dgm.gradvar.gradient_stats`);
-* time per step, peak memory (CUDA max allocated, or the process's peak resident set
-  size on CPU), and time to reach a target held-out bound.
+* time per step, peak memory during training (CUDA max allocated, or on CPU the
+  process's peak resident set size, reset before each run on Linux), and time to reach
+  a target held-out bound.
 
 Estimators that cannot train the model are skipped with the reason: GAN-type
 estimators (``needs_likelihood = False``) have no bound to compare, and the others are
@@ -55,7 +56,7 @@ import torch
 from . import registry
 from .checks import check_model_data, check_pair, check_setup
 from .data import Dataset, check_data, load_data
-from .errors import IncompatibleEstimatorError, UnknownNameError
+from .errors import IncompatibleEstimatorError
 from .estimators.base import Estimator
 from .evaluate import bound, evaluate
 from .gradvar import gradient_stats
@@ -332,8 +333,12 @@ class ComparisonResult:
             lines.append("| " + " | ".join(cells) + " |")
             if row["status"] != "ok":
                 notes.append(f"- **{row['estimator']}** {row['status']}: {row['reason']}")
-        target = (f"; target held-out bound {self.target:.3f}" if self.target is not None
-                  and timing else "")
+        target = (f"; time to target: training seconds until the held-out IWAE-"
+                  f"{cfg['curve_particles']} bound first reaches {self.target:.3f}"
+                  if self.target is not None and timing else "")
+        kinds = sorted({r["mem_kind"] for r in self.runs if r.get("mem_kind")})
+        if timing and kinds:
+            target += f"; peak MB: {', '.join(kinds)}"
         caption = (f"{cfg['model']} + {cfg['guide']} on {cfg['data']}, {cfg['steps']} steps, "
                    f"seeds {cfg['seeds']}; bounds in nats per held-out point (mean ± 95% "
                    f"t-interval over seeds); gradient variance (mean per parameter) and SNR "
@@ -343,6 +348,16 @@ class ComparisonResult:
         if notes:
             text += "\nNot compared:\n" + "\n".join(notes) + "\n"
         return text
+
+    @classmethod
+    def load(cls, path: str | Path) -> ComparisonResult:
+        """Read a result back from the ``results.json`` that :meth:`save` wrote (or its
+        directory), e.g. to redraw the plots or change the target."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "results.json"
+        doc = json.loads(path.read_text())
+        return cls(doc["config"], doc["runs"], doc["curves"], doc["gradients"], doc["target"])
 
     def with_target(self, target: float) -> ComparisonResult:
         """The same result with ``time_to_target_s`` measured against another target."""
@@ -462,9 +477,29 @@ def _largest_divisor_at_most(n: int, cap: int) -> int:
     return 1
 
 
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 to clear_refs resets the peak resident set size (VmHWM)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    """Peak memory since :func:`_reset_peak_memory`: CUDA max allocated, or the process's
+    peak resident set size on CPU (Linux; elsewhere the process's lifetime peak)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10, "cpu_peak_rss"
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (2**20 if sys.platform == "darwin" else 2**10), "cpu_process_max_rss"
 
@@ -491,7 +526,9 @@ def _skip_reason(spec: EstimatorSpec) -> str | None:
                 f"metrics instead")
     k = spec.options.get("num_particles")
     if spec.particles_from_default and isinstance(k, int) and k < cls.min_particles:
-        return f"{cls.__name__} needs num_particles >= {cls.min_particles}, --particles gave {k}"
+        return (f"{cls.__name__} needs num_particles >= {cls.min_particles}; the "
+                f"comparison-wide particles={k} does not suit it (give it its own, e.g. "
+                f"'{spec.label}:num_particles={cls.min_particles}')")
     return None
 
 
@@ -543,8 +580,15 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
         eval_every = max(1, steps // 20)
     if not isinstance(eval_every, int) or eval_every < 1:
         raise ValueError(f"eval_every must be a positive integer, got {eval_every!r}")
+    skip: dict[str, str | None] = {s.label: _skip_reason(s) for s in specs}
     for spec in specs:  # bad options fail now, not after hours of other runs
-        spec.build()
+        if skip[spec.label] is None:
+            try:
+                spec.build()
+            except ValueError as e:
+                if not spec.particles_from_default:
+                    raise
+                skip[spec.label] = f"particles={particles} does not suit it: {e}"
     dev = resolve_device(device)
     data_name = data if isinstance(data, str) else getattr(data, "name", "tensor")
     if isinstance(data, str):
@@ -581,7 +625,6 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
     runs: list[dict] = []
     curves: list[dict] = []
     gradients: list[dict] = []
-    skip: dict[str, str | None] = {s.label: _skip_reason(s) for s in specs}
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -606,7 +649,8 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
                        "options": json.dumps(dict(spec.options), sort_keys=True, default=str),
                        "seed": seed, "status": "ok", "reason": ""}
                 if skip[spec.label] is not None:
-                    row.update(status="skipped", reason=skip[spec.label])
+                    failed = skip[spec.label].startswith("check failed")
+                    row.update(status="failed" if failed else "skipped", reason=skip[spec.label])
                     runs.append(row)
                     continue
                 model, guide = copy.deepcopy((model0, guide0))
@@ -615,9 +659,11 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
                 try:
                     with pyro.validation_enabled(True):
                         check_setup(model, guide, est, x_fixed)
-                except IncompatibleEstimatorError as e:
-                    skip[spec.label] = str(e)
-                    row.update(status="skipped", reason=str(e))
+                except Exception as e:  # the estimator's own check; never end the comparison
+                    incompatible = isinstance(e, IncompatibleEstimatorError)
+                    reason = str(e) if incompatible else f"check failed: {type(e).__name__}: {e}"
+                    skip[spec.label] = reason
+                    row.update(status="skipped" if incompatible else "failed", reason=reason)
                     runs.append(row)
                     if bar is not None:
                         bar.total -= steps * (len(seed_list) - seed_list.index(seed))
@@ -636,8 +682,6 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
                              dev=dev, log_every=log_every, eval_every=eval_every,
                              curve_particles=curve_particles, iwae_k=iwae_k,
                              eval_samples=eval_samples, grad_draws=grad_draws, bar=bar)
-                except (KeyboardInterrupt, UnknownNameError):
-                    raise
                 except Exception as e:  # one failing run must not end the comparison
                     row.update(status="failed", reason=f"{type(e).__name__}: {e}")
                 if bar is not None:
@@ -689,8 +733,7 @@ def _run_one(spec, seed, model, guide, est, data, eval_x, x_fixed, row, curves, 
             measure("end", step)
 
     measure("start", 0)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
+    _reset_peak_memory(dev)
     try:
         fit(model, guide, est, data, steps=steps, batch_size=batch_size, optim=optim, lr=lr,
             lr_groups=lr_groups, device=dev, seed=seed, log_every=log_every, eval_every=0,

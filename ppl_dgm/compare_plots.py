@@ -130,12 +130,14 @@ def plot_gradients(result, path: str | Path) -> Path:
             ax.set_yscale("log")
             ax.set_title(f"{group}: {title}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
-    if labels:
-        axes[0][1].legend(fontsize=8)
     steps = result.config["snapshot_steps"]
     fig.suptitle(f"{result.config['grad_draws']} gradient draws on a fixed batch at steps "
                  f"{steps['start']}, {steps['mid']}, {steps['end']} (log scale)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    if labels:
+        handles, names = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), fontsize=8,
+                   frameon=False)
     return _save(fig, Path(path))
 
 
@@ -152,12 +154,13 @@ def plot_time_to_target(result, path: str | Path) -> Path:
             ax.barh(i, m, color=colors[label],
                     xerr=[[m - min(times)], [max(times) - m]], capsize=3)
             note = "" if len(times) == len(runs) else f"  ({len(times)}/{len(runs)} seeds)"
-            ax.text(m, i, f" {m:.2f} s{note}", va="center", fontsize=8)
+            ax.text(max(times), i, f"  {m:.2f} s{note}", va="center", fontsize=8)
         else:
             ax.text(0, i, " not reached", va="center", fontsize=8, color="0.3")
     ax.set_yticks(range(len(labels)))
     ax.set_yticklabels(labels)
     ax.invert_yaxis()
+    ax.set_xlim(right=ax.get_xlim()[1] * 1.2)  # room for the labels
     target = "" if result.target is None else f" {result.target:.2f}"
     ax.set_xlabel(f"training seconds to reach held-out IWAE-"
                   f"{result.config['curve_particles']} bound{target}")

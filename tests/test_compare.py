@@ -140,9 +140,12 @@ def test_same_seed_same_table_and_fair_start():
 
 
 def test_incompatible_and_failing_pairs_are_reported_not_raised():
-    result = compare(CoinModel, CoinGuide, [ScoreFunction, "elbo", NotALikelihood, Diverges],
-                     _coin_data(), seeds=1, **{**QUICK, "batch_size": 10})
+    result = compare(CoinModel, CoinGuide,
+                     [ScoreFunction, "elbo", NotALikelihood, Diverges, "vimco"],
+                     _coin_data(), seeds=1, particles=1, **{**QUICK, "batch_size": 10})
     status = {r["estimator"]: r for r in result.runs}
+    assert status["vimco"]["status"] == "skipped"
+    assert "num_particles >= 2" in status["vimco"]["reason"]
     assert status["ScoreFunction"]["status"] == "ok"
     assert status["elbo"]["status"] == "skipped"
     assert "reparameterised" in status["elbo"]["reason"] and "'z'" in status["elbo"]["reason"]
@@ -300,3 +303,36 @@ def test_cli_compare_refuses_non_empty_out_unless_overwrite(tmp_path, capsys):
     assert (out / "notes.txt").read_text() == "mine"  # other files are left alone
     assert "| elbo |" in (out / "table.md").read_text()
     assert not (out / "gradients.png").exists()
+
+
+# ------------------------------------------------------------------ literature (slow)
+@pytest.mark.slow
+def test_sbn_on_digits_reproduces_the_literature_ordering():
+    """VIMCO, RWS and NVIL beat plain REINFORCE (no baseline) in held-out log p(x)
+    (exact, the SBN enumerates), and NVIL's guide gradient has lower variance than
+    REINFORCE's with or without its moving-average baseline."""
+    from ppl_dgm.data import load_digits
+
+    result = compare("sbn", None, "reinforce:baseline=None,reinforce,nvil,vimco,rws",
+                     load_digits(), steps=1500, seeds=2, eval_samples=500, grad_draws=50,
+                     device="cpu")
+    s = {row["estimator"]: row for row in result.summary()}
+    assert all(row["seeds"] == 2 for row in s.values()), result.to_markdown()
+    plain = s["reinforce:baseline=None"]
+    for better in ("vimco", "rws", "nvil"):
+        assert s[better]["exact_logpx_mean"] > plain["exact_logpx_mean"], result.to_markdown()
+    for reinforce in ("reinforce", "reinforce:baseline=None"):
+        assert s["nvil"]["grad_var_guide_mean"] < s[reinforce]["grad_var_guide_mean"]
+
+
+@pytest.mark.slow
+def test_vae_on_digits_iwae_bound_at_least_elbo():
+    from ppl_dgm.data import load_digits
+
+    result = compare("vae", None, "elbo,iwae", load_digits(), steps=1500, seeds=2,
+                     eval_samples=500, grad_draws=20, device="cpu")
+    assert all(r["status"] == "ok" for r in result.runs)
+    for r in result.runs:  # the ladder of each trained model: ELBO <= IWAE-50 <= IS
+        assert r["elbo"] <= r["iwae"] <= r["is_logpx"] + 0.05
+    s = {row["estimator"]: row for row in result.summary()}
+    assert s["iwae"]["iwae_mean"] >= s["elbo"]["elbo_mean"]
