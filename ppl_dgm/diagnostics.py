@@ -27,10 +27,11 @@ it in four ways, each per data point where the model allows:
 
 **Memory.**  Per-point summaries (k-hat, ESS, log p(x), ELBO) are kept for every
 point; the draws themselves (latents, log weights, log-likelihoods) only for the few
-points in ``points``.  Points are processed in batches of ``batch_size`` and draws in
-chunks of ``chunk_size``, so 1000 points x 1000 draws x 64 latent dimensions (256 MB
-as float32) are never held at once; only the ``(S, batch_size)`` log weights of one
-batch are.
+points in ``points``.  Points are processed in batches of ``batch_size`` (50) and draws
+in vectorised chunks of ``chunk_size`` (100), so 1000 points x 1000 draws x 64 latent
+dimensions (256 MB as float32) are never held at once: one run holds ``batch_size x
+chunk_size`` particles, and the k-hat of a batch needs only its ``(batch_size, S)``
+float64 log weights.
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ __all__ = [
     "load_netcdf",
     "nuts_reference",
     "psis",
+    "rank_uniformity",
     "save_netcdf",
     "sbc",
+    "select_nuts_points",
     "to_inference_data",
 ]
 
@@ -408,8 +411,8 @@ def _collect(model, guide, x: torch.Tensor, num_draws: int, *, keep: np.ndarray,
 
 def importance_diagnostics(model, guide, x: torch.Tensor, *, num_draws: int = 1000,
                            points: int | Sequence[int] | None = 20, recheck: bool = True,
-                           recheck_draws: int | None = None, batch_size: int = 100,
-                           chunk_size: int = 250, seed: int | None = 0
+                           recheck_draws: int | None = None, batch_size: int = 50,
+                           chunk_size: int = 100, seed: int | None = 0
                            ) -> ImportanceDiagnostics:
     """PSIS k-hat, IS effective sample size, log p(x) and ELBO for every point of ``x``.
 
@@ -418,8 +421,8 @@ def importance_diagnostics(model, guide, x: torch.Tensor, *, num_draws: int = 10
         Only these points' draws are stored; every point gets its summaries.
     :param recheck: redraw the flagged points with ``recheck_draws`` (default ``10 S``)
         draws and report their k-hat again (k-hat from S=1000 has sd about 0.1-0.15).
-    :param batch_size, chunk_size: points per batch and draws per vectorised run; memory
-        is about ``batch_size * chunk_size * latent size`` floats.
+    :param batch_size, chunk_size: points per batch and draws per vectorised run; the
+        memory of one run grows with ``batch_size * chunk_size`` (the particles it holds).
 
     Example::
 
@@ -970,8 +973,8 @@ def _inference_data(x, importance: ImportanceDiagnostics | None = None,
 
 def to_inference_data(model, guide, data: torch.Tensor, *, points: int | Sequence[int] = 20,
                       num_draws: int = 1000, recheck: bool = False,
-                      recheck_draws: int | None = None, batch_size: int = 100,
-                      chunk_size: int = 250, seed: int | None = 0):
+                      recheck_draws: int | None = None, batch_size: int = 50,
+                      chunk_size: int = 100, seed: int | None = 0):
     """ArviZ data for a model and guide on ``data``.
 
     Groups (named dims ``chain``, ``draw``, ``point`` whose coordinate is the index in
@@ -1067,8 +1070,8 @@ def diagnose(model, guide, x: torch.Tensor, *, points: int | Sequence[int] = 20,
              num_draws: int = 1000, recheck: bool = True, recheck_draws: int | None = None,
              nuts_points: int | Sequence[int] = 0, nuts: NutsConfig | None = None,
              sbc_simulations: int = 0, sbc_draws: int = 99,
-             compare_with: Mapping[str, tuple] | None = None, batch_size: int = 100,
-             chunk_size: int = 250, seed: int | None = 0) -> Diagnosis:
+             compare_with: Mapping[str, tuple] | None = None, batch_size: int = 50,
+             chunk_size: int = 100, seed: int | None = 0) -> Diagnosis:
     """Run the diagnostics on held-out ``x`` and collect them in ArviZ data.
 
     :param points: points whose guide draws are kept (count or indices).

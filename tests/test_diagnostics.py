@@ -195,9 +195,9 @@ def test_rank_uniformity_test_statistics():
 
 def test_nuts_reference_matches_exact_posterior_and_flags_narrow_guide(conjugate):
     model, x = conjugate
-    config = D.NutsConfig(num_chains=2, num_samples=150, warmup=150)
+    config = D.NutsConfig(num_chains=2, num_samples=100, warmup=100)
     ref = D.nuts_reference(model, x, [3, 11], config=config, seed=0)
-    assert ref.draws["z"].shape == (2, 150, 2, 3) and not ref.conditioned_on_all
+    assert ref.draws["z"].shape == (2, 100, 2, 3) and not ref.conditioned_on_all
     mean, cov = model.posterior(x[[3, 11]])
     mean, sd = mean.detach().numpy(), cov.diagonal().sqrt().detach().numpy()
     draws = ref.draws["z"].reshape(-1, 2, 3)
@@ -335,8 +335,9 @@ def test_hierarchical_model_global_latents_flow(tmp_path):
     data = synthetic(model, num_train=6, num_test=6, seed=1)
     guide = HierarchicalGuide.from_model(model)
     x = data.train
-    res = D.diagnose(model, guide, x, points=[1, 4], num_draws=200, nuts_points=[1],
-                     nuts=D.NutsConfig(num_chains=2, num_samples=30, warmup=30),
+    res = D.diagnose(model, guide, x, points=[1, 4], num_draws=200, recheck=False,
+                     nuts_points=[1], nuts=D.NutsConfig(num_chains=2, num_samples=20, warmup=20,
+                                                       max_tree_depth=5),
                      sbc_simulations=100, sbc_draws=19, seed=0)
     imp = res.importance
     # mu and tau are global: the weights are joint over all groups, one k-hat
@@ -344,8 +345,8 @@ def test_hierarchical_model_global_latents_flow(tmp_path):
     assert imp.draws.latents["mu"].shape == (200, 1)
     assert imp.draws.latents["theta"].shape == (200, 2, 1)
     ref = res.reference
-    assert ref.conditioned_on_all and ref.draws["theta"].shape == (2, 30, 1, 1)
-    assert ref.draws["tau"].shape == (2, 30, 1) and (ref.draws["tau"] > 0).all()
+    assert ref.conditioned_on_all and ref.draws["theta"].shape == (2, 20, 1, 1)
+    assert ref.draws["tau"].shape == (2, 20, 1) and (ref.draws["tau"] > 0).all()
     sites = {r["site"] for r in res.comparison.rows()}
     assert sites == {"mu", "tau", "theta"}
     assert res.sbc.ranks.shape == (100, 3)  # mu, tau and theta of the first group
@@ -355,10 +356,10 @@ def test_hierarchical_model_global_latents_flow(tmp_path):
 
 # ------------------------------------------------------------------------- CLI
 
-def _tiny_run(tmp_path):
-    run = tmp_path / "run"
+def _tiny_run(tmp_path, name="run", steps=30):
+    run = tmp_path / name
     assert cli.main(["train", "--model", "conjugate", "--data", str(_npz(tmp_path)),
-                     "--steps", "30", "--batch-size", "20", "--run-dir", str(run),
+                     "--steps", str(steps), "--batch-size", "20", "--run-dir", str(run),
                      "--model-opt", "x_dim=4", "--eval-samples", "10", "--no-progress",
                      "--log-every", "10"]) == 0
     return run
@@ -374,13 +375,15 @@ def _npz(tmp_path):
 
 def test_cli_diagnose_end_to_end(tmp_path, capsys):
     run = _tiny_run(tmp_path)
+    other = _tiny_run(tmp_path, "other", steps=2)
     capsys.readouterr()
     code = cli.main(["diagnose", str(run), "--points", "3", "--nuts", "1", "--nuts-chains", "2",
                      "--nuts-samples", "20", "--nuts-warmup", "20", "--draws", "100",
-                     "--sbc", "100", "--sbc-draws", "19"])
+                     "--sbc", "100", "--sbc-draws", "19", "--compare", str(other)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "PSIS k-hat per point" in out and "NUTS on points" in out and "SBC:" in out
+    assert "held-out log p(x)" in out and str(other) in out
     for name in ("diagnostics.nc", "khat.png", "ess.png", "guide_vs_nuts.png", "sbc.png"):
         assert (run / "diagnostics" / name).is_file(), name
 
