@@ -116,15 +116,18 @@ def psislw(log_w, r_eff: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     if lw.ndim == 0 or lw.shape[-1] < 2:
         raise ValueError(f"psislw needs at least 2 draws on the last axis, got shape {lw.shape}")
     lw = lw - lw.max(-1, keepdims=True)
-    # Equal weights (an exact posterior as proposal) have no tail to fit: 0.23 returns
-    # k = inf and 1.x raises.  They are the best case, so report k = -inf for them.
+    # A flat tail (the largest weights all equal: an exact posterior as proposal, or a
+    # discrete latent whose most likely values repeat) has nothing to fit: 0.23 returns
+    # k = inf and 1.x raises.  The largest weight is then common, not rare, so the
+    # weights are bounded: report k = -inf ("no tail") and leave the weights as they are.
     flat = lw.reshape(-1, lw.shape[-1])
-    const = flat.min(-1) == 0.0
-    if const.any():
+    tail = np.sort(flat, -1)[:, -_tail_length(flat.shape[-1], r_eff):]
+    flat_tail = tail[:, 0] == tail[:, -1]
+    if flat_tail.any():
         khat = np.full(flat.shape[0], -np.inf)
-        smoothed = np.full(flat.shape, -np.log(flat.shape[-1]))
-        if not const.all():
-            smoothed[~const], khat[~const] = psislw(flat[~const], r_eff)
+        smoothed = flat - _logsumexp(flat)
+        if not flat_tail.all():
+            smoothed[~flat_tail], khat[~flat_tail] = psislw(flat[~flat_tail], r_eff)
         return smoothed.reshape(lw.shape), khat.reshape(lw.shape[:-1])
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -137,6 +140,15 @@ def psislw(log_w, r_eff: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     smoothed = np.asarray(smoothed, dtype=np.float64)
     smoothed = smoothed - _logsumexp(smoothed)
     return smoothed, np.asarray(khat, dtype=np.float64)
+
+
+def _tail_length(n: int, r_eff: float) -> int:
+    """Draws in the Pareto tail, as the installed ArviZ counts them (at least 1)."""
+    if IS_ARVIZ_1:
+        m = np.floor(3 * (n / r_eff) ** 0.5) if n * r_eff > 225 else np.floor(n / 5)
+    else:
+        m = np.ceil(min(n / 5.0, 3 * (n / r_eff) ** 0.5))
+    return int(max(1, min(m, n)))
 
 
 def _logsumexp(a: np.ndarray) -> np.ndarray:

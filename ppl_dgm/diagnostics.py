@@ -51,6 +51,7 @@ from pyro import poutine
 from scipy import stats as sps
 
 from . import _arviz
+from .checks import check_pair
 from .errors import DataError, IncompatibleEstimatorError
 from .estimators.traces import (
     DATA_PLATE,
@@ -291,8 +292,9 @@ class ImportanceDiagnostics:
 
     @property
     def flagged(self) -> np.ndarray:
-        """Points whose k-hat exceeds the threshold for ``num_draws``."""
-        return self.khat > self.threshold
+        """Points whose k-hat exceeds the threshold for ``num_draws`` (or could not be
+        estimated: NaN)."""
+        return ~(self.khat <= self.threshold)
 
     @property
     def confirmed(self) -> np.ndarray:
@@ -300,12 +302,11 @@ class ImportanceDiagnostics:
         when there was none)."""
         if self.khat_recheck is None:
             return self.flagged
-        return self.flagged & (np.nan_to_num(self.khat_recheck, nan=np.inf)
-                               > self.recheck_threshold)
+        return self.flagged & ~(self.khat_recheck <= self.recheck_threshold)
 
     def summary(self) -> dict:
         """Numbers for a report: k-hat quantiles, flagged points, ESS."""
-        q = np.quantile(self.khat, [0.0, 0.5, 0.9, 1.0], method="nearest")
+        q = np.nanquantile(self.khat, [0.0, 0.5, 0.9, 1.0], method="nearest")
         out = {
             "num_points": int(len(self.points)), "num_draws": self.num_draws,
             "per_point": self.per_point, "threshold": round(self.threshold, 4),
@@ -432,6 +433,7 @@ def importance_diagnostics(model, guide, x: torch.Tensor, *, num_draws: int = 10
     x = _check_x(x)
     n = x.shape[0]
     keep = _resolve_points(points, n)
+    check_pair(model, guide, x)  # the guide must sample every latent of the model
     if seed is not None:
         torch.manual_seed(seed)
     nesting = guess_plate_nesting(model, guide, x[:2])

@@ -85,3 +85,17 @@ def test_inference_data_round_trip(tmp_path):
     _arviz.to_netcdf(back, path)
     with pytest.raises(KeyError, match="no group 'nope'"):
         _arviz.get_group(back, "nope")
+
+
+def test_psislw_flat_tail_of_discrete_weights():
+    # a discrete latent: log weights take 3 values, the largest on 30% of the draws
+    rng = np.random.default_rng(0)
+    lw = rng.choice([-2.0, -1.0, 0.0], p=[0.3, 0.4, 0.3], size=(2, 1000))
+    lw[1, :5] = 3.0  # five rare large weights above the common maximum
+    smoothed, khat = _arviz.psislw(lw)
+    assert khat[0] == -np.inf  # neither inf (0.23) nor an error (>= 1.0)
+    np.testing.assert_allclose(np.exp(smoothed).sum(-1), 1.0)
+    np.testing.assert_allclose(smoothed[0], lw[0] - np.log(np.exp(lw[0]).sum()))
+    # not hidden by the flat-tail rule (a GPD fit to atoms: 0.23 and 1.x disagree, the
+    # latter gives nan, which ppl_dgm.diagnostics flags for a recheck)
+    assert not khat[1] == -np.inf
