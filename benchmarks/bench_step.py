@@ -118,10 +118,14 @@ def main(argv=None):
     p.add_argument("--batch", type=int, nargs="+", default=[100, 1000])
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 avoids OpenMP contention on a loaded machine)")
     p.add_argument("--validation", action="store_true",
                    help="leave Pyro's validation on for stock SVI (its default)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"device {device}, torch {torch.__version__}, pyro {pyro.__version__}, "
           f"threads {torch.get_num_threads()}; median ms per step over {args.repeats} "
           f"interleaved repeats")
