@@ -453,10 +453,11 @@ def _diagnose(args) -> int:
         for p in result.reference.points:
             mine = [r for r in rows if r.get("point") == int(p)]
             if mine:
-                k = result.importance.khat[int(p)] if result.importance.per_point else float("nan")
+                k = (f"{result.importance.khat[int(p)]:.3f}" if result.importance.per_point
+                     else "joint")
                 diff = sum(abs(r["mean_diff_sd"]) for r in mine) / len(mine)
                 ratio = sum(r["sd_ratio"] for r in mine) / len(mine)
-                print(f"    point {int(p):>5}: {diff:.3f}  {ratio:.3f}  {k:.3f}")
+                print(f"    point {int(p):>5}: {diff:.3f}  {ratio:.3f}  {k}")
         glob = [r for r in rows if "point" not in r]
         for r in glob:
             print(f"    {r['site']}: guide {r['guide_mean']:.3f} +- {r['guide_sd']:.3f}, NUTS "
