@@ -250,7 +250,7 @@ def _train_on_mixture(est, steps, lr_d, lr_g, seed=0, hidden=32, batch_size=64):
 def test_adversarial_training_moves_generator_to_mixture(est, steps, lr_d, lr_g, factor):
     """MMD^2 (unbiased, 1000 samples vs 1000 held-out points) to a 3-component 2-D
     mixture falls by at least ``factor`` from the initial generator in 250 steps
-    (measured with seed 0: about 47x, 55x and 8x).  Two time-scale learning rates,
+    (measured with seed 0: 37x, 27x and 11x).  Two time-scale learning rates,
     Adam betas (0.5, 0.9); WGAN-GP with penalty 1 (the paper's toy experiments use a
     small penalty on such low-scale 2-D data; 10 is tuned for images)."""
     before, after = _train_on_mixture(est, steps, lr_d, lr_g)
