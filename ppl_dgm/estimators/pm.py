@@ -18,7 +18,6 @@ model, through both the predicted unit and the predictors' inputs).
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import ClassVar
 
@@ -71,7 +70,7 @@ def total_correlation(bits: torch.Tensor) -> float:
         return float(-(p * p.log2()).sum())
 
     marg = sum(entropy(torch.tensor([1.0 - float(q), float(q)])) for q in b.double().mean(0))
-    return max(marg - entropy(joint), 0.0) if math.isfinite(marg) else float("nan")
+    return max(marg - entropy(joint), 0.0)
 
 
 def _predictions(guide, code: torch.Tensor, *, frozen: bool = False) -> torch.Tensor:
