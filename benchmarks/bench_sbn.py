@@ -13,14 +13,13 @@ are interleaved (round-robin) so that machine noise hits all variants alike.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import pyro
 import pyro.distributions as dist
 import torch
 from ppl_dgm.guides import HelmholtzGuide
 from ppl_dgm.models import SigmoidBeliefNet
+from timing import measure
 from torch import nn
 from torch.nn import functional as F
 
@@ -40,11 +39,6 @@ def _nets(device):
 def _baseline_net(device):
     torch.manual_seed(1)
     return nn.Sequential(nn.Linear(784, 100), nn.Tanh(), nn.Linear(100, 1)).to(device)
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _adam(params, device):
@@ -168,22 +162,6 @@ def pyro_tracegraph(device, x, name):
     def step():
         svi.step(x)
     return step
-
-
-def measure(variants, device, repeats, warmup):
-    for fn in variants.values():
-        for _ in range(warmup):
-            fn()
-    _sync(device)
-    times = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            _sync(device)
-            t = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
 
 
 def main(argv=None):

@@ -10,13 +10,12 @@ Every variant uses the same networks and an Adam step; timings are interleaved
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import pyro
 import torch
 from ppl_dgm.guides import GaussianEncoder
 from ppl_dgm.models import VAE
+from timing import measure
 from torch.nn import functional as F
 
 from ppl_dgm.estimators import ELBO, IWAE
@@ -28,11 +27,6 @@ def _nets(device):
     model = VAE(784, 20, hidden=(400,)).to(device)
     guide = GaussianEncoder.from_model(model, hidden=(400,)).to(device)
     return model, guide
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def hand_written(device, x, k):
@@ -94,22 +88,6 @@ def pyro_svi(device, x, k):
     def step():
         svi.step(x)
     return step
-
-
-def measure(variants, device, repeats, warmup):
-    for fn in variants.values():
-        for _ in range(warmup):
-            fn()
-    _sync(device)
-    times = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            _sync(device)
-            t = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
 
 
 def main(argv=None):
