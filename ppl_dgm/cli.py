@@ -243,7 +243,8 @@ def _train(args) -> int:
               f"{float(ll.mean()):.3f} nats/point (NLL {-float(ll.mean()):.3f})")
         if exact is not None:
             with torch.no_grad():
-                print(f"test log-likelihood (exact): {float(exact(data.test.to(device)).mean()):.3f}")
+                exact_ll = float(exact(data.test.to(device)).mean())
+            print(f"test log-likelihood (exact): {exact_ll:.3f}")
     elif data.test.shape[0] > 1 and callable(getattr(model, "sample", None)):
         from .implicit import evaluate_implicit  # implicit models: sample-based metrics
 

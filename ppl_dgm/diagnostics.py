@@ -112,8 +112,9 @@ def psis(log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     k-hat is ArviZ's PSIS shape estimate with relative efficiency 1 (guide draws are
     independent), in float64.  Weights equal to within :data:`CONSTANT_TOL` in log space,
     and flat tails (the largest weight repeated across the whole Pareto tail, as with
-    discrete latents), give ``-inf``: no tail to fit.  A failed fit gives NaN.  Returns ``(khat, ess)`` as float64 arrays of shape
-    ``(...)``.  The ESS is that of the raw (unsmoothed) normalised weights,
+    discrete latents), give ``-inf``: no tail to fit.  A failed fit gives NaN.  Returns
+    ``(khat, ess)`` as float64 arrays of shape ``(...)``.  The ESS is that of the raw
+    (unsmoothed) normalised weights,
     ``1 / sum(w_norm^2)``.
     """
     lw = np.asarray(log_w, dtype=np.float64)

@@ -14,15 +14,39 @@ import sys
 from pathlib import Path
 
 from .errors import UnknownNameError
-from .estimators import ELBO, IWAE, ReweightedWakeSleep, WakeSleep
-from .estimators import NVIL, REINFORCE, VIMCO
-from .guides import GaussianEncoder, HelmholtzGuide
-from .models import VAE, ConjugateGaussian, SigmoidBeliefNet
-from .estimators import AAVAE, GAN, IWGAN, MMD, NSGAN, WGANGP, PredictabilityMinimization
-from .guides import DCGANDiscriminator, Discriminator, UnitPredictors
-from .models import DCGANGenerator, FactorialCode, Generator
-from .guides import HierarchicalGuide
-from .models import Hierarchical
+from .estimators import (
+    AAVAE,
+    ELBO,
+    GAN,
+    IWAE,
+    IWGAN,
+    MMD,
+    NSGAN,
+    NVIL,
+    REINFORCE,
+    VIMCO,
+    WGANGP,
+    PredictabilityMinimization,
+    ReweightedWakeSleep,
+    WakeSleep,
+)
+from .guides import (
+    DCGANDiscriminator,
+    Discriminator,
+    GaussianEncoder,
+    HelmholtzGuide,
+    HierarchicalGuide,
+    UnitPredictors,
+)
+from .models import (
+    VAE,
+    ConjugateGaussian,
+    DCGANGenerator,
+    FactorialCode,
+    Generator,
+    Hierarchical,
+    SigmoidBeliefNet,
+)
 
 __all__ = ["DEFAULT_GUIDES", "ESTIMATORS", "GUIDES", "MODELS", "build_estimator", "build_guide",
            "build_model", "default_guide", "resolve"]

@@ -1,22 +1,21 @@
 """Estimators: every way of training a deep generative model, as a loss over traces."""
 
+from .aavae import AAVAE
 from .base import Estimator, LossParts, log_mean_exp
 from .elbo import ELBO
+from .gan import GAN, NSGAN
 from .iwae import IWAE
+from .iwgan import IWGAN
+from .mmd import MMD
 from .nvil import NVIL
+from .pm import PredictabilityMinimization
 from .reinforce import REINFORCE
 from .rws import ReweightedWakeSleep
 from .traces import Traces, run_traces
 from .vimco import VIMCO
-from .gan import GAN, NSGAN
-from .iwgan import IWGAN
-from .wgan_gp import WGANGP
-from .mmd import MMD
-from .pm import PredictabilityMinimization
-from .aavae import AAVAE
 from .wake_sleep import WakeSleep
+from .wgan_gp import WGANGP
 
 __all__ = ["AAVAE", "ELBO", "Estimator", "GAN", "IWAE", "IWGAN", "LossParts", "MMD", "NSGAN",
-           "PredictabilityMinimization", "ReweightedWakeSleep", "Traces", "WGANGP", "WakeSleep",
-           "log_mean_exp", "run_traces"]
-__all__ += ["NVIL", "REINFORCE", "VIMCO"]
+           "NVIL", "REINFORCE", "VIMCO", "PredictabilityMinimization", "ReweightedWakeSleep",
+           "Traces", "WGANGP", "WakeSleep", "log_mean_exp", "run_traces"]
