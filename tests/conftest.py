@@ -3,6 +3,16 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The test networks are tiny: one intra-op thread is fastest, and on a busy 2-core
+    machine two threads can stall each other by an order of magnitude."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_state():
     """Every test starts from a fixed seed, an empty param store and validation on."""

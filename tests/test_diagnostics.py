@@ -29,15 +29,6 @@ from ppl_dgm.errors import DataError, IncompatibleEstimatorError
 from ppl_dgm.nn import plate_size
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and far faster on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def conjugate():
     torch.manual_seed(0)

@@ -20,15 +20,6 @@ from ppl_dgm.estimators.wgan_gp import gradient_penalty
 from ppl_dgm.train import StepFunction, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small networks on a shared 2-core machine: one intra-op thread is fastest.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def mixture(n, seed):
     """Three overlapping 2-D Gaussians on a circle of radius 1 (sd 0.3)."""
     g = torch.Generator().manual_seed(seed)

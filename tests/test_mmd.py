@@ -12,15 +12,6 @@ from ppl_dgm.estimators import MMD
 from ppl_dgm.estimators.mmd import GMMN_MNIST_SIGMAS, gaussian_kernel, median_distance, mmd2
 from ppl_dgm.train import StepFunction, fit
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SIGMAS = (0.5, 1.0, 2.0)
 
 

@@ -14,15 +14,6 @@ from ppl_dgm.estimators import PredictabilityMinimization
 from ppl_dgm.estimators.pm import mean_abs_correlation, prediction_error, total_correlation
 from ppl_dgm.train import fit
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 PROBS = (0.5, 0.3, 0.7, 0.4)
 
 

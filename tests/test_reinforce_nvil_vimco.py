@@ -32,15 +32,6 @@ from ppl_dgm.train import fit
 Z_MAX = 5.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny float64 ops: intra-op threads only add contention on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------- helpers
 def _sbn(layers=(2, 2), x_dim=6, seed=0):
     torch.manual_seed(seed)

@@ -29,15 +29,6 @@ from ppl_dgm.estimators.rws import normalized_weights, rws_objectives
 from ppl_dgm.train import fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only add overhead (and stall on a busy machine).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_pure_math():
     log_p = torch.tensor([[0.0, -1.0], [-2.0, -1.0]], requires_grad=True)
     log_q = torch.tensor([[-1.0, -1.0], [-1.0, -1.0]], requires_grad=True)

@@ -18,14 +18,6 @@ from ppl_dgm.estimators.iwgan import importance_weighted_generator_loss
 from ppl_dgm.train import fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def grads(module):
     return [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
             for p in module.parameters()]

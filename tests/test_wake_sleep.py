@@ -31,16 +31,6 @@ from ppl_dgm.estimators.dreams import dream, score_dream
 from ppl_dgm.estimators.wake_sleep import sleep_objective, wake_model_objective
 from ppl_dgm.train import fit
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only add overhead (and stall on a busy machine).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------------- dreams
 
 
