@@ -323,10 +323,10 @@ def _list(_args) -> int:
     print("models:")
     for name, cls in registry.MODELS.items():
         guide = registry.DEFAULT_GUIDES.get(name, "-")
-        print(f"  {name:<14} {cls.__module__}.{cls.__name__} (default guide: {guide})")
+        print(f"  {name:<20} {cls.__module__}.{cls.__name__} (default guide: {guide})")
     print("guides:")
     for name, cls in registry.GUIDES.items():
-        print(f"  {name:<14} {cls.__module__}.{cls.__name__}")
+        print(f"  {name:<20} {cls.__module__}.{cls.__name__}")
     print("estimators:              discrete  reparam-only  likelihood  min K")
     for name, cls in registry.ESTIMATORS.items():
         yes = {True: "yes", False: "no"}
