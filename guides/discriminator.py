@@ -23,7 +23,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-from ppl_dgm.nn import as_sizes, mlp
+from ppl_dgm.nn import as_sizes, conv_image_shape, mlp
 
 __all__ = ["DCGANDiscriminator", "Discriminator", "UnitPredictors"]
 
@@ -87,7 +87,8 @@ class DCGANDiscriminator(_IndicatorGuide):
                  image_shape: Sequence[int] | None = None):
         super().__init__()
         self.x_dim = int(x_dim)
-        h, w = _image_shape(self.x_dim, image_shape, type(self).__name__)
+        h, w = conv_image_shape(self.x_dim, image_shape, type(self).__name__,
+                                alternative="Discriminator")
         c = int(channels)
         self.net = PyroModule[nn.Sequential](
             nn.Unflatten(1, (1, h, w)),
@@ -157,21 +158,3 @@ class UnitPredictors(PyroModule):
         with pyro.plate("data", code.shape[0]):
             return pyro.sample(CODE_SITE, dist.Normal(self.predict(code), self.unit_scale)
                                .to_event(1))
-
-
-def _image_shape(x_dim: int, image_shape, who: str) -> tuple[int, int]:
-    if image_shape is None:
-        side = int(round(x_dim ** 0.5))
-        if side * side != x_dim:
-            raise ValueError(f"{who} needs square images: x_dim={x_dim} is not a square; "
-                             f"pass image_shape=(H, W)")
-        h = w = side
-    else:
-        h, w = (int(s) for s in image_shape)
-        if h * w != x_dim:
-            raise ValueError(f"{who}: image_shape={tuple(image_shape)} has {h * w} pixels "
-                             f"but x_dim={x_dim}")
-    if h % 4 or w % 4:
-        raise ValueError(f"{who} halves the resolution twice, so the image sides must be "
-                         f"divisible by 4; got {(h, w)}. Use the MLP Discriminator instead")
-    return h, w

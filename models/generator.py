@@ -12,7 +12,6 @@ In the unified view of Hu, Yang, Salakhutdinov and Xing (2017) this program is
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import pyro
@@ -21,7 +20,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-from ppl_dgm.nn import as_sizes, mlp, plate_size
+from ppl_dgm.nn import as_sizes, conv_image_shape, mlp, plate_size
 
 __all__ = ["DCGANGenerator", "Generator"]
 
@@ -122,7 +121,8 @@ class DCGANGenerator(_ImplicitGenerator):
                  image_shape: Sequence[int] | None = None, output: str = "sigmoid"):
         super().__init__()
         self._init_common(x_dim, z_dim, output)
-        h, w = _image_shape(self.x_dim, image_shape, type(self).__name__)
+        h, w = conv_image_shape(self.x_dim, image_shape, type(self).__name__,
+                                alternative="Generator")
         self.image_shape = (h, w)
         c = int(channels)
         self.net = PyroModule[nn.Sequential](
@@ -131,21 +131,3 @@ class DCGANGenerator(_ImplicitGenerator):
             nn.ConvTranspose2d(2 * c, c, kernel_size=4, stride=2, padding=1), nn.ReLU(),
             nn.ConvTranspose2d(c, 1, kernel_size=4, stride=2, padding=1),
             nn.Flatten(1))
-
-
-def _image_shape(x_dim: int, image_shape, who: str) -> tuple[int, int]:
-    if image_shape is None:
-        side = int(round(math.sqrt(x_dim)))
-        if side * side != x_dim:
-            raise ValueError(f"{who} needs square images: x_dim={x_dim} is not a square; "
-                             f"pass image_shape=(H, W)")
-        h = w = side
-    else:
-        h, w = (int(s) for s in image_shape)
-        if h * w != x_dim:
-            raise ValueError(f"{who}: image_shape={tuple(image_shape)} has {h * w} pixels "
-                             f"but x_dim={x_dim}")
-    if h % 4 or w % 4:
-        raise ValueError(f"{who} doubles the resolution twice, so the image sides must be "
-                         f"divisible by 4; got {(h, w)}. Use the MLP Generator instead")
-    return h, w

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pyro.nn import PyroModule
 from torch import nn
 
-__all__ = ["as_sizes", "mlp", "plate_size"]
+__all__ = ["as_sizes", "conv_image_shape", "mlp", "plate_size"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU,
                 "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid}
@@ -60,3 +60,25 @@ def plate_size(x, batch_size: int | None) -> int:
         raise ValueError("pass either observed data x or batch_size (the number of data "
                          "points to generate)")
     return int(batch_size)
+
+
+def conv_image_shape(x_dim: int, image_shape, who: str, *, alternative: str) -> tuple[int, int]:
+    """``(H, W)`` of flattened images of width ``x_dim`` for a conv net that halves (or
+    doubles) the resolution twice: square unless ``image_shape`` is given, sides
+    divisible by 4.  ``alternative`` names the MLP network to use otherwise."""
+    if image_shape is None:
+        side = int(round(x_dim ** 0.5))
+        if side * side != x_dim:
+            raise ValueError(f"{who} needs square images: x_dim={x_dim} is not a square; "
+                             f"pass image_shape=(H, W)")
+        h = w = side
+    else:
+        h, w = (int(s) for s in image_shape)
+        if h * w != x_dim:
+            raise ValueError(f"{who}: image_shape={tuple(image_shape)} has {h * w} pixels "
+                             f"but x_dim={x_dim}")
+    if h % 4 or w % 4:
+        raise ValueError(f"{who} changes the resolution by a factor 2 twice, so the image "
+                         f"sides must be divisible by 4; got {(h, w)}. Use the MLP "
+                         f"{alternative} instead")
+    return h, w
