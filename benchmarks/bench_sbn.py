@@ -19,12 +19,11 @@ import pyro.distributions as dist
 import torch
 from ppl_dgm.guides import HelmholtzGuide
 from ppl_dgm.models import SigmoidBeliefNet
-from timing import measure
+from timing import measure, ppl_dgm_step
 from torch import nn
 from torch.nn import functional as F
 
 from ppl_dgm.estimators import NVIL, REINFORCE, VIMCO
-from ppl_dgm.train import StepFunction, make_optimizer
 
 ESTIMATORS = ("reinforce", "nvil", "vimco")
 
@@ -110,13 +109,7 @@ def ours(device, x, name):
            "vimco": lambda: VIMCO(num_particles=5)}[name]()
     est.to(device)
     est.check(model, guide, x[:2])
-    modules = {"model": model, "guide": guide, "estimator": est}
-    step_fn = StepFunction(model, guide, est, make_optimizer(modules, device=device))
-    counter = iter(range(10**9))
-
-    def step():
-        step_fn(x, next(counter))
-    return step
+    return ppl_dgm_step(model, guide, est, x, device)
 
 
 class _Squeeze(nn.Module):

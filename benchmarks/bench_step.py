@@ -15,11 +15,10 @@ import pyro
 import torch
 from ppl_dgm.guides import GaussianEncoder
 from ppl_dgm.models import VAE
-from timing import measure
+from timing import measure, ppl_dgm_step
 from torch.nn import functional as F
 
 from ppl_dgm.estimators import ELBO, IWAE
-from ppl_dgm.train import StepFunction, make_optimizer
 
 
 def _nets(device):
@@ -59,13 +58,7 @@ def hand_written(device, x, k):
 def ours(device, x, k):
     model, guide = _nets(device)
     est = ELBO() if k == 1 else IWAE(num_particles=k)
-    modules = {"model": model, "guide": guide, "estimator": est}
-    step_fn = StepFunction(model, guide, est, make_optimizer(modules, device=device))
-    counter = iter(range(10**9))
-
-    def step():
-        step_fn(x, next(counter))
-    return step
+    return ppl_dgm_step(model, guide, est, x, device)
 
 
 def pyro_svi(device, x, k):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["measure", "sync"]
+__all__ = ["measure", "ppl_dgm_step", "sync"]
 
 
 def sync(device: torch.device) -> None:
@@ -33,3 +33,18 @@ def measure(variants: dict[str, Callable[[], None]], device: torch.device, repea
             sync(device)
             times[name].append(time.perf_counter() - t)
     return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+
+
+def ppl_dgm_step(model, guide, estimator, x: torch.Tensor, device: torch.device
+                 ) -> Callable[[], None]:
+    """One ppl_dgm training step (the StepFunction that fit() runs) as a closure."""
+    from ppl_dgm.train import StepFunction, make_optimizer
+
+    modules = {"model": model, "guide": guide, "estimator": estimator}
+    step_fn = StepFunction(model, guide, estimator, make_optimizer(modules, device=device))
+    counter = iter(range(10**9))
+
+    def step() -> None:
+        step_fn(x, next(counter))
+    return step
+
