@@ -13,7 +13,7 @@ import torch
 from pyro import poutine
 
 from .errors import DataError, SiteMismatchError
-from .estimators.traces import OBS_SITE, latent_sites
+from .traces import OBS_SITE, latent_sites
 
 __all__ = ["check_model_data", "check_pair", "check_setup"]
 

@@ -53,7 +53,7 @@ from scipy import stats as sps
 from . import _arviz
 from .checks import check_pair
 from .errors import DataError, IncompatibleEstimatorError
-from .estimators.traces import (
+from .traces import (
     DATA_PLATE,
     OBS_SITE,
     PARTICLE_PLATE,

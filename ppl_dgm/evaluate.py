@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import protocol
 from .errors import DataError
-from .estimators.traces import guess_plate_nesting, run_traces
+from .traces import guess_plate_nesting, run_traces
 
 __all__ = ["EvalResult", "bound", "evaluate", "exact_log_prob", "importance_log_likelihood",
            "log_weights"]
@@ -83,15 +84,9 @@ def bound(model, guide, x: torch.Tensor, k: int = 1, *, repeats: int = 1,
 
 
 def exact_log_prob(model, x: torch.Tensor) -> torch.Tensor | None:
-    """``model.log_prob(x)`` per point where the model can compute it exactly, else None.
-
-    A model whose ``log_prob`` works only for some sizes (enumeration) says so with a
-    ``can_enumerate`` attribute; when it is False the exact value is skipped."""
-    fn = getattr(model, "log_prob", None)
-    if fn is None or not getattr(model, "can_enumerate", True):
-        return None
-    with torch.no_grad():
-        return fn(x)
+    """``log p(x)`` per point where the model computes it exactly, else None (see
+    :class:`ppl_dgm.protocol.ExactLikelihood`)."""
+    return protocol.exact_log_prob(model, x)
 
 
 @dataclass(frozen=True)

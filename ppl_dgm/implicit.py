@@ -24,7 +24,7 @@ import torch
 
 from .data import Dataset
 from .errors import DataError
-from .estimators.mmd import gaussian_kernel, median_distance
+from .kernels import gaussian_kernel, median_distance
 
 __all__ = ["CoverageResult", "DigitClassifier", "ImplicitEvaluation", "TwoSampleResult",
            "class_coverage", "evaluate_implicit", "mmd_permutation_test", "save_samples"]

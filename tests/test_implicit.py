@@ -6,7 +6,7 @@ import torch
 from ppl_dgm.cli import main
 from ppl_dgm.data import load_digits
 from ppl_dgm.errors import DataError
-from ppl_dgm.estimators.mmd import mmd2
+from ppl_dgm.kernels import mmd2
 from ppl_dgm.implicit import (
     DigitClassifier,
     class_coverage,

@@ -9,7 +9,8 @@ from ppl_dgm.models import Generator
 from pyro import poutine
 
 from ppl_dgm.estimators import MMD
-from ppl_dgm.estimators.mmd import GMMN_MNIST_SIGMAS, gaussian_kernel, median_distance, mmd2
+from ppl_dgm.estimators.mmd import GMMN_MNIST_SIGMAS
+from ppl_dgm.kernels import gaussian_kernel, median_distance, mmd2
 from ppl_dgm.train import StepFunction, fit
 
 SIGMAS = (0.5, 1.0, 2.0)

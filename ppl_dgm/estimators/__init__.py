@@ -11,7 +11,7 @@ from .nvil import NVIL
 from .pm import PredictabilityMinimization
 from .reinforce import REINFORCE
 from .rws import ReweightedWakeSleep
-from .traces import Traces, run_traces
+from ..traces import Traces, run_traces
 from .vimco import VIMCO
 from .wake_sleep import WakeSleep
 from .wgan_gp import WGANGP

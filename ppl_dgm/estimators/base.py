@@ -20,7 +20,7 @@ import torch
 from pyro.infer import ELBO
 
 from ..errors import IncompatibleEstimatorError
-from .traces import Traces, guess_plate_nesting, latent_sites, run_traces
+from ..traces import Traces, guess_plate_nesting, latent_sites, run_traces
 
 __all__ = ["Estimator", "LossParts", "log_mean_exp"]
 

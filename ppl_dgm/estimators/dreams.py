@@ -29,7 +29,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import IncompatibleEstimatorError
-from .traces import DATA_PLATE, OBS_SITE, latent_sites, reduce_site
+from ..traces import DATA_PLATE, OBS_SITE, latent_sites, reduce_site
 
 __all__ = ["Dream", "DreamScore", "dream", "score_dream"]
 

@@ -8,7 +8,7 @@ import torch
 from torch.distributions import kl_divergence
 
 from .base import Estimator, LossParts
-from .traces import Traces
+from ..traces import Traces
 
 __all__ = ["ELBO"]
 

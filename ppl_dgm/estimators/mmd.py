@@ -2,15 +2,9 @@
 
 Li, Swersky and Zemel (2015) and Dziugaite, Roy and Ghahramani (2015) train an implicit
 generator by the squared maximum mean discrepancy between a generated and a data
-minibatch under a characteristic kernel.  We use a sum of Gaussian kernels
-
-    k(a, b) = sum_s exp(-||a - b||^2 / (2 sigma_s^2)),
-
-and either the biased V-statistic (all pairs, GMMN) or the unbiased U-statistic
-(diagonal terms left out, Dziugaite et al.):
-
-    MMD^2_V = mean K_xx + mean K_yy - 2 mean K_xy
-    MMD^2_U = sum_{i!=j} K_xx / (n(n-1)) + sum_{i!=j} K_yy / (m(m-1)) - 2 mean K_xy.
+minibatch under a characteristic kernel: a sum of Gaussian kernels, with the biased
+V-statistic (GMMN) or the unbiased U-statistic (Dziugaite et al.); see
+:mod:`ppl_dgm.kernels`.
 
 GMMN's MNIST bandwidths {2, 5, 10, 20, 40, 80} divide the squared distance by
 ``2 * s`` in their reference code (REFERENCES.md), i.e. ``sigma_s^2 = s``: pass
@@ -27,53 +21,14 @@ from typing import ClassVar
 
 import torch
 
+from ..kernels import median_distance, mmd2
 from .base import LossParts
 from .gan import AdversarialEstimator, check_generator, generate
 
-__all__ = ["GMMN_MNIST_SIGMAS", "MMD", "gaussian_kernel", "median_distance", "mmd2"]
+__all__ = ["GMMN_MNIST_SIGMAS", "MMD"]
 
 GMMN_MNIST_SIGMAS = tuple(math.sqrt(s) for s in (2.0, 5.0, 10.0, 20.0, 40.0, 80.0))
 MEDIAN_MULTIPLES = (0.25, 0.5, 1.0, 2.0, 4.0)
-
-
-def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
-    d = (a * a).sum(1, keepdim=True) + (b * b).sum(1) - 2.0 * a @ b.T
-    return d.clamp_min(0.0)
-
-
-def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, sigmas) -> torch.Tensor:
-    """``sum_s exp(-||a_i - b_j||^2 / (2 sigma_s^2))``, shape ``(len(a), len(b))``.
-
-    ``sigmas`` is a sequence of floats or a 1-D tensor of bandwidths."""
-    sig = torch.as_tensor(sigmas, dtype=a.dtype, device=a.device).reshape(-1, 1, 1)
-    d = _sq_dists(a, b)
-    return torch.exp(-d.unsqueeze(0) / (2.0 * sig * sig)).sum(0)
-
-
-def median_distance(x: torch.Tensor) -> torch.Tensor:
-    """Median of the pairwise Euclidean distances between distinct rows of ``x``."""
-    n = x.shape[0]
-    d = _sq_dists(x, x)
-    off = d[~torch.eye(n, dtype=torch.bool, device=x.device)]
-    return off.median().clamp_min(1e-12).sqrt()
-
-
-def mmd2(x: torch.Tensor, y: torch.Tensor, sigmas, *, unbiased: bool = False) -> torch.Tensor:
-    """Squared MMD between samples ``x (n, ...)`` and ``y (m, ...)`` with the Gaussian
-    kernel sum; the biased V-statistic, or with ``unbiased=True`` the U-statistic
-    (which can be negative)."""
-    n, m = x.shape[0], y.shape[0]
-    kxx, kyy, kxy = gaussian_kernel(x, x, sigmas), gaussian_kernel(y, y, sigmas), \
-        gaussian_kernel(x, y, sigmas)
-    if not unbiased:
-        return kxx.mean() + kyy.mean() - 2.0 * kxy.mean()
-    if n < 2 or m < 2:
-        raise ValueError(f"the unbiased MMD^2 needs at least 2 points per sample, got {n} "
-                         f"and {m}")
-    sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-    syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    return sxx + syy - 2.0 * kxy.mean()
 
 
 class MMD(AdversarialEstimator):

@@ -33,7 +33,7 @@ from pyro.ops.provenance import get_provenance, track_provenance
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
-from .traces import Traces, latent_sites, observed_sites
+from ..traces import Traces, latent_sites, observed_sites
 
 __all__ = ["DependencyStructure", "RunningMoments", "dependency_structure", "module_key",
            "nonreparam_sites", "pathwise_log_w", "score_terms", "total"]

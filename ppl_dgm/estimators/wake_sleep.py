@@ -8,7 +8,7 @@ import torch
 
 from .base import Estimator, LossParts
 from .dreams import DreamScore, dream, score_dream
-from .traces import Traces
+from ..traces import Traces
 
 __all__ = ["WakeSleep", "sleep_objective", "sleep_term", "wake_model_objective"]
 
