@@ -53,6 +53,7 @@ from scipy import stats as sps
 from . import _arviz
 from .checks import check_pair
 from .errors import DataError, IncompatibleEstimatorError
+from .evaluate import exact_log_prob, importance_log_likelihood
 from .traces import (
     DATA_PLATE,
     OBS_SITE,
@@ -61,7 +62,6 @@ from .traces import (
     latent_sites,
     run_traces,
 )
-from .evaluate import exact_log_prob, importance_log_likelihood
 
 __all__ = [
     "Diagnosis",

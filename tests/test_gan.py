@@ -15,8 +15,8 @@ from ppl_dgm.cli import main
 from ppl_dgm.errors import DataError, IncompatibleEstimatorError
 from ppl_dgm.estimators import GAN, IWGAN, MMD, NSGAN, WGANGP
 from ppl_dgm.estimators.gan import discriminator_logits, gan_value, generate, generator_loss
-from ppl_dgm.kernels import mmd2
 from ppl_dgm.estimators.wgan_gp import gradient_penalty
+from ppl_dgm.kernels import mmd2
 from ppl_dgm.train import StepFunction, fit
 
 

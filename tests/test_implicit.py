@@ -6,7 +6,6 @@ import torch
 from ppl_dgm.cli import main
 from ppl_dgm.data import load_digits
 from ppl_dgm.errors import DataError
-from ppl_dgm.kernels import mmd2
 from ppl_dgm.implicit import (
     DigitClassifier,
     class_coverage,
@@ -14,6 +13,7 @@ from ppl_dgm.implicit import (
     mmd_permutation_test,
     save_samples,
 )
+from ppl_dgm.kernels import mmd2
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Estimators: every way of training a deep generative model, as a loss over traces."""
 
+from ..traces import Traces, run_traces
 from .aavae import AAVAE
 from .base import Estimator, LossParts, log_mean_exp
 from .elbo import ELBO
@@ -11,7 +12,6 @@ from .nvil import NVIL
 from .pm import PredictabilityMinimization
 from .reinforce import REINFORCE
 from .rws import ReweightedWakeSleep
-from ..traces import Traces, run_traces
 from .vimco import VIMCO
 from .wake_sleep import WakeSleep
 from .wgan_gp import WGANGP

@@ -7,8 +7,8 @@ from typing import ClassVar
 import torch
 from torch.distributions import kl_divergence
 
-from .base import Estimator, LossParts
 from ..traces import Traces
+from .base import Estimator, LossParts
 
 __all__ = ["ELBO"]
 

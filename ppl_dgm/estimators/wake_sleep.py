@@ -6,9 +6,9 @@ from typing import ClassVar
 
 import torch
 
+from ..traces import Traces
 from .base import Estimator, LossParts
 from .dreams import DreamScore, dream, score_dream
-from ..traces import Traces
 
 __all__ = ["WakeSleep", "sleep_objective", "sleep_term", "wake_model_objective"]
 
