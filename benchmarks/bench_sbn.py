@@ -108,7 +108,7 @@ def ours(device, x, name):
     est = {"reinforce": lambda: REINFORCE(), "nvil": lambda: NVIL(),
            "vimco": lambda: VIMCO(num_particles=5)}[name]()
     est.to(device)
-    est.check(model, guide, x[:2])
+    est.prepare(model, guide, x[:2])
     return ppl_dgm_step(model, guide, est, x, device)
 
 

@@ -100,4 +100,6 @@ def check_setup(model, guide, estimator, x: torch.Tensor) -> None:
         if getattr(estimator, "needs_likelihood", True):
             check_model_data(model, x)
             check_pair(model, guide, x)
-        estimator.check(model, guide, x[: min(2, x.shape[0])])
+        xb = x[: min(2, x.shape[0])]
+        estimator.check(model, guide, xb)
+        estimator.prepare(model, guide, xb)

@@ -274,7 +274,7 @@ def _load_run(run_dir: str, device: str = "cpu"):
     config = json.loads(cfg_path.read_text())
     data = load_data(config["data"], root=config.get("data_root"), seed=config.get("seed", 0))
     model, guide, estimator = build_from_config(config, data)
-    estimator.check(model, guide, data.train[:2])  # builds data-sized auxiliary networks
+    estimator.prepare(model, guide, data.train[:2])  # builds data-sized auxiliary networks
     ckpt = load_checkpoint(path)
     apply_checkpoint(ckpt, {"model": model, "guide": guide, "estimator": estimator})
     for m in (model, guide, estimator):

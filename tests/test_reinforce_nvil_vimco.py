@@ -93,7 +93,7 @@ def _max_z(draws, exact):
 
 def _pretrain_baselines(est, model, guide, xb, steps=300, lr=1e-2):
     """Train only the estimator's baseline networks, at fixed model and guide."""
-    est.check(model, guide, xb[:2])
+    est.prepare(model, guide, xb[:2])
     opt = torch.optim.Adam(est.parameters(), lr=lr)
     for _ in range(steps):
         opt.zero_grad()
@@ -314,7 +314,7 @@ def test_running_statistics_are_device_buffers_updated_in_place():
     model, guide = _sbn()
     xb = _points().repeat(10, 1)
     est = NVIL()
-    est.check(model, guide, xb[:2])
+    est.prepare(model, guide, xb[:2])
     moments = est.aux.moments["h1"]
     ptr = moments.mean.data_ptr()
     for _ in range(3):
@@ -449,7 +449,7 @@ def test_two_layer_sbn_local_signals_reduce_guide_variance():
             torch.manual_seed(1)
             est = NVIL(local_signals=local, variance_normalization=False,
                        baseline_input=baseline_input)
-            est.check(model, guide, x[:2])
+            est.prepare(model, guide, x[:2])
             opt = torch.optim.Adam(est.parameters(), lr=3e-3)
             for step in range(1000):          # fit the baselines (and centering) only
                 xb = x[(step % 15) * 100:(step % 15 + 1) * 100]

@@ -220,7 +220,7 @@ def test_aavae_routing():
     discriminator's part reaches only the discriminator."""
     model, guide, x = _vae()
     est = AAVAE(disc_hidden=(8,))
-    est.check(model, guide, x)
+    est.prepare(model, guide, x)
     disc = est.discriminator
     for part, owners, others in (("aavae", (model, guide), (disc,)),
                                  ("discriminator", (disc,), (model, guide))):
@@ -238,7 +238,7 @@ def test_aavae_builds_and_restores_its_discriminator():
     model, guide, x = _vae()
     est = AAVAE(disc_hidden=(8,))
     assert est.discriminator is None
-    est.check(model, guide, x)
+    est.prepare(model, guide, x)
     assert est.discriminator[0].in_features == 16
     fresh = AAVAE(disc_hidden=(8,))
     fresh.load_state_dict(est.state_dict())

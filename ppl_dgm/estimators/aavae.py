@@ -37,7 +37,7 @@ The discriminator is an auxiliary network of the estimator (``self.aux``), becau
 guide slot holds the VAE's encoder ``q_eta(z|x)``.  Give one (any module mapping
 ``(n, D)`` data to ``(n,)`` or ``(n, 1)`` logits, e.g. ``Discriminator(64).net``) or let
 the estimator build an MLP from ``disc_hidden`` when it first sees the data width
-(in :meth:`check`, which :func:`ppl_dgm.train.fit` calls before building the
+(in :meth:`prepare`, which :func:`ppl_dgm.train.fit` calls before building the
 optimiser).  A checkpoint rebuilds it from the saved weights' shapes.
 """
 
@@ -150,6 +150,8 @@ class AAVAE(Estimator):
                 f"estimator 'aavae' weights each data point's ELBO by the discriminator, so "
                 f"every latent must live in the model's 'data' plate; {list(tr.latents)} "
                 f"include a global latent. Use 'elbo' for this model")
+
+    def prepare(self, model, guide, x) -> None:
         self.build_discriminator(x[0].numel(), device=x.device)
 
     def surrogate(self, model, guide, x) -> LossParts:

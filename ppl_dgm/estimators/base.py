@@ -120,6 +120,12 @@ class Estimator(ELBO):
             self._nesting = guess_plate_nesting(model, guide, x)
         return self._nesting
 
+    def prepare(self, model, guide, x) -> None:
+        """Build what this estimator keeps for ``model`` and ``guide`` (auxiliary
+        networks sized by the data, running statistics).  Idempotent; validates nothing
+        (that is :meth:`check`).  Runs before the optimiser is built, so the same
+        optimiser trains what it builds."""
+
     def check(self, model, guide, x) -> None:
         """Fail early if this estimator cannot train ``model`` with ``guide``.
 

@@ -86,7 +86,7 @@ class NVIL(Estimator):
         or ``"x"`` (the paper's ``b_s(x)``).
 
     The baseline networks are built for the sites of the model and guide the first time
-    they are seen (in :meth:`check`, which :func:`~ppl_dgm.train.fit` calls before it
+    they are seen (in :meth:`prepare`, which :func:`~ppl_dgm.train.fit` calls before it
     builds the optimiser, so the same optimiser trains them).
 
     Example::
@@ -124,8 +124,7 @@ class NVIL(Estimator):
         self._keys: dict[str, str] = {}
 
     # ------------------------------------------------------------------ set-up
-    def check(self, model, guide, x) -> None:
-        super().check(model, guide, x)
+    def prepare(self, model, guide, x) -> None:
         self._prepare(model, guide, x)
 
     def _prepare(self, model, guide, x) -> DependencyStructure:
