@@ -38,11 +38,15 @@ __all__ = [
     "OBS_SITE",
     "PARTICLE_PLATE",
     "Traces",
+    "data_frame",
     "detach_distribution",
     "guess_plate_nesting",
     "latent_sites",
     "reduce_site",
+    "observed_sites",
     "run_traces",
+    "site_log_prob",
+    "trace_program",
 ]
 
 DATA_PLATE = "data"
@@ -58,14 +62,16 @@ def latent_sites(trace: Trace) -> list[str]:
 
 
 def observed_sites(trace: Trace) -> list[str]:
+    """Names of the observed sample sites of a trace, in execution order."""
     return [name for name, site in trace.nodes.items()
             if site["type"] == "sample" and site["is_observed"]
             and not site_is_subsample(site)]
 
 
-def _data_frame(site: dict):
+def data_frame(site: dict, plate: str = DATA_PLATE):
+    """The frame of the data plate in a site's plate stack, or None (a global site)."""
     for frame in site["cond_indep_stack"]:
-        if frame.name == DATA_PLATE:
+        if frame.name == plate:
             return frame
     return None
 
@@ -94,7 +100,7 @@ def reduce_site(tensor: torch.Tensor, site: dict, nesting: int) -> torch.Tensor:
     n = nesting + 1
     if tensor.dim() < n:
         tensor = tensor.reshape((1,) * (n - tensor.dim()) + tuple(tensor.shape))
-    frame = _data_frame(site)
+    frame = data_frame(site)
     if frame is None:
         return tensor.reshape(tensor.shape[0], -1).sum(-1, keepdim=True)
     data_axis = n + frame.dim
@@ -174,7 +180,9 @@ def _total(terms) -> torch.Tensor:
     return out
 
 
-def _site_log_prob(site: dict, value: torch.Tensor | None = None, fn=None) -> torch.Tensor:
+def site_log_prob(site: dict, value: torch.Tensor | None = None, fn=None) -> torch.Tensor:
+    """A site's log density at its value (or ``value``) under its distribution (or
+    ``fn``), with the site's mask applied and its scale not applied."""
     fn = site["fn"] if fn is None else fn
     lp = fn.log_prob(site["value"] if value is None else value)
     mask = site["mask"]
@@ -204,7 +212,7 @@ def run_traces(model: Callable, guide: Callable, x: torch.Tensor | None, *,
         guide_fn, model_fn = particles(guide), particles(model)
     else:
         guide_fn, model_fn = guide, model
-    guide_tr = _trace(guide_fn, x, **kwargs)
+    guide_tr = trace_program(guide_fn, x, **kwargs)
     guide_latents = latent_sites(guide_tr)
     replay_tr = guide_tr
     values: dict[str, torch.Tensor] = {}
@@ -216,12 +224,12 @@ def run_traces(model: Callable, guide: Callable, x: torch.Tensor | None, *,
             if new_value is not None:
                 values[name] = new_value
                 replay_tr.nodes[name] = dict(site, value=new_value)
-    model_tr = _trace(poutine.replay(model_fn, trace=replay_tr), x, **kwargs)
+    model_tr = trace_program(poutine.replay(model_fn, trace=replay_tr), x, **kwargs)
 
     latents = tuple(latent_sites(model_tr))
     observed = tuple(observed_sites(model_tr))
-    per_point = all(_data_frame(model_tr.nodes[n]) is not None for n in latents) and all(
-        _data_frame(guide_tr.nodes[n]) is not None for n in guide_latents)
+    per_point = all(data_frame(model_tr.nodes[n]) is not None for n in latents) and all(
+        data_frame(guide_tr.nodes[n]) is not None for n in guide_latents)
     obs_site = model_tr.nodes.get(OBS_SITE) or (model_tr.nodes[observed[0]] if observed else None)
     scale = obs_site["scale"] if (obs_site is not None and per_point) else 1.0
 
@@ -229,19 +237,21 @@ def run_traces(model: Callable, guide: Callable, x: torch.Tensor | None, *,
                     num_particles, per_point)
     for name in (*latents, *observed):
         site = model_tr.nodes[name]
-        lp = traces.reduce(_site_log_prob(site), site)
+        lp = traces.reduce(site_log_prob(site), site)
         traces.model_terms[name] = _rescale(lp, site, scale, per_point)
     for name in guide_latents:
         site = guide_tr.nodes[name]
         fn = detach_distribution(site["fn"]) if detach_guide_params else None
-        lp = traces.reduce(_site_log_prob(site, values.get(name), fn), site)
+        lp = traces.reduce(site_log_prob(site, values.get(name), fn), site)
         traces.guide_terms[name] = _rescale(lp, site, scale, per_point)
     return traces
 
 
-def _trace(fn, *args, **kwargs) -> Trace:
-    # poutine.trace(fn).get_trace() adds _INPUT/_RETURN nodes and copies the trace;
-    # the training step needs neither.
+def trace_program(fn, *args, **kwargs) -> Trace:
+    """Run ``fn(*args, **kwargs)`` and return its trace.
+
+    Like ``poutine.trace(fn).get_trace(...)`` without the ``_INPUT``/``_RETURN`` nodes
+    and the final copy of the trace, which the training step needs neither of."""
     msngr = TraceMessenger()
     with msngr:
         fn(*args, **kwargs)

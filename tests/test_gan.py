@@ -14,7 +14,12 @@ from torch.nn import functional as F
 from ppl_dgm.cli import main
 from ppl_dgm.errors import DataError, IncompatibleEstimatorError
 from ppl_dgm.estimators import GAN, IWGAN, MMD, NSGAN, WGANGP
-from ppl_dgm.estimators.gan import discriminator_logits, gan_value, generate, generator_loss
+from ppl_dgm.estimators._adversarial import (
+    discriminator_logits,
+    gan_value,
+    generate,
+    generator_loss,
+)
 from ppl_dgm.estimators.wgan_gp import gradient_penalty
 from ppl_dgm.kernels import mmd2
 from ppl_dgm.train import StepFunction, fit

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from ppl_dgm.errors import DataError
 from ppl_dgm.estimators import ELBO, NVIL, REINFORCE, VIMCO
-from ppl_dgm.estimators.score import dependency_structure
+from ppl_dgm.estimators._score import dependency_structure
 from ppl_dgm.estimators.vimco import vimco_signals
 from ppl_dgm.train import fit
 

@@ -12,8 +12,8 @@ from torch.nn import functional as F
 
 from ppl_dgm.cli import main
 from ppl_dgm.estimators import AAVAE, ELBO, IWGAN, NSGAN
+from ppl_dgm.estimators._adversarial import generator_loss
 from ppl_dgm.estimators.aavae import aavae_objective
-from ppl_dgm.estimators.gan import generator_loss
 from ppl_dgm.estimators.iwgan import importance_weighted_generator_loss
 from ppl_dgm.train import fit
 

@@ -27,8 +27,8 @@ from wake_sleep_models import (
 
 from ppl_dgm.errors import IncompatibleEstimatorError
 from ppl_dgm.estimators import ReweightedWakeSleep, WakeSleep
-from ppl_dgm.estimators.dreams import dream, score_dream
-from ppl_dgm.estimators.wake_sleep import sleep_objective, wake_model_objective
+from ppl_dgm.estimators._dreams import dream, score_dream, sleep_objective
+from ppl_dgm.estimators.wake_sleep import wake_model_objective
 from ppl_dgm.train import fit
 
 # ----------------------------------------------------------------------------- dreams

@@ -51,12 +51,14 @@ from pyro import poutine
 
 from ..errors import IncompatibleEstimatorError
 from ..nn import as_sizes, mlp
+from ._adversarial import alternating_groups, check_n_critic, discriminator_loss
 from .base import Estimator, LossParts
-from .gan import discriminator_loss
 
 __all__ = ["AAVAE", "aavae_objective"]
 
 _DISC = "discriminator"
+_ADVERSARY = frozenset({"estimator"})   # the discriminator is an auxiliary network
+_VAE = frozenset({"model", "guide"})
 
 
 def aavae_objective(elbo_real: torch.Tensor, elbo_fake: torch.Tensor,
@@ -101,14 +103,11 @@ class AAVAE(Estimator):
                  disc_activation: str = "leaky_relu", weight_real: bool = True,
                  n_critic: int | None = None, max_plate_nesting: int | None = None):
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
-        if n_critic is not None and (isinstance(n_critic, bool) or not isinstance(n_critic, int)
-                                     or n_critic < 1):
-            raise ValueError(f"n_critic must be None or an integer >= 1, got {n_critic!r}")
         self.disc_hidden = as_sizes(disc_hidden)
         self.disc_activation = disc_activation
         mlp(1, self.disc_hidden, 1, activation=disc_activation)  # validate the options now
         self.weight_real = bool(weight_real)
-        self.n_critic = n_critic
+        self.n_critic = check_n_critic(n_critic)
         if discriminator is not None:
             self.aux.add_module(_DISC, discriminator)
 
@@ -136,11 +135,7 @@ class AAVAE(Estimator):
 
     # ------------------------------------------------------------- protocol
     def active_groups(self, step: int) -> frozenset[str] | None:
-        if self.n_critic is None:
-            return None
-        if step % (self.n_critic + 1) < self.n_critic:
-            return frozenset({"estimator"})
-        return frozenset({"model", "guide"})
+        return alternating_groups(step, self.n_critic, _ADVERSARY, _VAE)
 
     def check(self, model, guide, x) -> None:
         super().check(model, guide, x)

@@ -10,7 +10,6 @@ learning signals) travel beside the parts without any host synchronisation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -22,7 +21,7 @@ from pyro.infer import ELBO
 from ..errors import IncompatibleEstimatorError
 from ..traces import Traces, guess_plate_nesting, latent_sites, run_traces
 
-__all__ = ["Estimator", "LossParts", "log_mean_exp"]
+__all__ = ["Estimator", "LossParts"]
 
 
 @dataclass(frozen=True)
@@ -46,11 +45,6 @@ class LossParts:
         return out
 
 
-def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """``log (1/K) sum_k exp(log_w_k)`` along ``dim``."""
-    return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
-
-
 class Estimator(ELBO):
     """Base class of every ppl_dgm estimator.
 
@@ -67,11 +61,6 @@ class Estimator(ELBO):
     needs_reparam: ClassVar[bool] = True
     needs_likelihood: ClassVar[bool] = True
     min_particles: ClassVar[int] = 1
-    _known: ClassVar[list[type]] = []
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        Estimator._known.append(cls)
 
     def __init__(self, *, num_particles: int = 1, max_plate_nesting: int | None = None):
         if not isinstance(num_particles, int) or num_particles < self.min_particles:
@@ -176,8 +165,12 @@ def _dist_name(fn) -> str:
 
 
 def _discrete_capable() -> list[str]:
-    return sorted({f"{cls.__name__} ({cls.name!r})" for cls in Estimator._known
-                   if cls.handles_discrete_latents})
+    # The registry is the one list of estimators.  It sits above this module (it
+    # imports every estimator), so it is looked up only when a message needs it.
+    from ..registry import ESTIMATORS
+
+    return [f"{cls.__name__} ({name!r})" for name, cls in ESTIMATORS.items()
+            if cls.handles_discrete_latents]
 
 
 def _register_params(model, guide, aux) -> None:

@@ -10,7 +10,13 @@ from torch.distributions import kl_divergence
 from ..traces import Traces
 from .base import Estimator, LossParts
 
-__all__ = ["ELBO"]
+__all__ = ["ELBO", "analytic_log_w", "elbo_objective"]
+
+
+def elbo_objective(log_w: torch.Tensor) -> torch.Tensor:
+    """The ELBO per point, ``(1/K) sum_k log w_k``, ``(K, P) -> (P,)``; differentiable
+    (pathwise gradients when the samples are reparameterised)."""
+    return log_w.mean(0)
 
 
 class ELBO(Estimator):
@@ -43,14 +49,17 @@ class ELBO(Estimator):
 
     def surrogate(self, model, guide, x) -> LossParts:
         tr = self.traces(model, guide, x, detach_guide_params=self.stl)
-        log_w = _analytic_log_w(tr) if self.analytic_kl else tr.log_w
-        objective = tr.scale * log_w.mean(0).sum()
+        log_w = analytic_log_w(tr) if self.analytic_kl else tr.log_w
+        objective = tr.scale * elbo_objective(log_w).sum()
         value = objective.detach()
         return LossParts({"elbo": -objective}, {"objective": value, "elbo": value})
 
 
-def _analytic_log_w(tr: Traces) -> torch.Tensor:
-    """Per-particle ELBO terms with closed-form KLs where torch has them."""
+def analytic_log_w(tr: Traces) -> torch.Tensor:
+    """``log p(x, h) - log q(h | x)`` per (particle, point), with ``log p(h) - log q(h)``
+    replaced by ``-KL(q || p)`` for every latent whose pair of distributions has a
+    closed-form KL in torch (``kl_divergence``); other latents keep the Monte Carlo
+    term."""
     total = None
     for name in tr.observed:
         total = tr.model_terms[name] if total is None else total + tr.model_terms[name]

@@ -6,9 +6,27 @@ from typing import ClassVar
 
 import torch
 
-from .base import Estimator, LossParts, log_mean_exp
+from ._weights import PathwiseReweighting, dreg_factors, log_mean_exp, weighted_log_w
+from .base import Estimator, LossParts
 
-__all__ = ["IWAE"]
+__all__ = ["IWAE", "iwae_bound", "iwae_dreg_surrogate"]
+
+
+def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
+    """The K-sample bound ``log (1/K) sum_k w_k`` per point, ``(K, P) -> (P,)``.
+
+    Differentiable: its gradient is ``sum_k w~_k grad log w_k``."""
+    return log_mean_exp(log_w, 0)
+
+
+def iwae_dreg_surrogate(log_w: torch.Tensor) -> torch.Tensor:
+    """Per-point DReG surrogate ``sum_k w~_k log w_k``, ``(K, P) -> (P,)``.
+
+    With log q's parameters held fixed and the pathwise gradient through each ``h_k``
+    multiplied by :func:`~._weights.dreg_factors` ``(log_w, "iwae")``, its gradient is
+    ``sum_k w~_k grad_theta log p(x, h_k)`` for the model and ``sum_k w~_k^2 d log w_k /
+    dh_k dh_k/dphi`` for the guide.  Its value is not the bound."""
+    return weighted_log_w(log_w)
 
 
 class IWAE(Estimator):
@@ -44,38 +62,14 @@ class IWAE(Estimator):
     def surrogate(self, model, guide, x) -> LossParts:
         if not self.dreg:
             tr = self.traces(model, guide, x)
-            bound = tr.scale * log_mean_exp(tr.log_w, 0).sum()
+            bound = tr.scale * iwae_bound(tr.log_w).sum()
             value = bound.detach()
             return LossParts({"iwae": -bound}, {"objective": value, "iwae": value})
-
-        weights: dict[str, torch.Tensor] = {}
-
-        def hook(name, site):
-            value = site["value"]
-            if not site["fn"].has_rsample:
-                return None
-            shaped = value.view_as(value)
-            shaped.register_hook(lambda g: g * _expand_like(weights["w"], g, site, tr_nesting))
-            return shaped
-
-        tr_nesting = self.plate_nesting(model, guide, x)
-        tr = self.traces(model, guide, x, detach_guide_params=True, guide_value_hook=hook)
+        reweight = PathwiseReweighting(self.plate_nesting(model, guide, x))
+        tr = self.traces(model, guide, x, detach_guide_params=True,
+                         guide_value_hook=reweight.hook)
         log_w = tr.log_w
-        w = torch.softmax(log_w.detach(), 0)
-        weights["w"] = w
-        surrogate = -tr.scale * (w * log_w).sum()
-        bound = (tr.scale * log_mean_exp(log_w.detach(), 0).sum())
+        reweight.set_factors(dreg_factors(log_w, "iwae"))
+        surrogate = -tr.scale * iwae_dreg_surrogate(log_w).sum()
+        bound = tr.scale * iwae_bound(log_w.detach()).sum()
         return LossParts({"iwae_dreg": surrogate}, {"objective": bound, "iwae": bound})
-
-
-def _expand_like(w: torch.Tensor, grad: torch.Tensor, site: dict, nesting: int) -> torch.Tensor:
-    """Broadcast per-(particle, point) weights ``(K, P)`` to a sample's shape."""
-    event_dim = site["fn"].event_dim
-    batch_dims = grad.dim() - event_dim
-    n = nesting + 1
-    shape = [1] * grad.dim()
-    shape[batch_dims - n] = w.shape[0]
-    if w.shape[1] > 1:
-        data_dim = next(f.dim for f in site["cond_indep_stack"] if f.name == "data")
-        shape[batch_dims + data_dim] = w.shape[1]
-    return w.reshape(shape)

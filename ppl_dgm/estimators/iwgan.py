@@ -30,7 +30,18 @@ from typing import ClassVar
 import torch
 from torch.nn import functional as F
 
-from .gan import GAN, AdversarialEstimator
+from ._adversarial import (
+    CRITIC_GROUPS,
+    GENERATOR_GROUPS,
+    alternating_groups,
+    check_discriminator,
+    check_generator,
+    check_instance_noise,
+    check_n_critic,
+    discriminator_loss,
+    gan_game,
+)
+from .base import Estimator, LossParts
 
 __all__ = ["IWGAN", "importance_weighted_generator_loss"]
 
@@ -46,7 +57,7 @@ def importance_weighted_generator_loss(logits_fake: torch.Tensor) -> torch.Tenso
     return (w * F.softplus(-logits_fake)).sum()
 
 
-class IWGAN(GAN):
+class IWGAN(Estimator):
     """Importance weighted GAN: the generator's gradient reweights its samples by
     ``D/(1 - D)``, normalised over groups of k (Hu et al. 2017, Eq. 16).
 
@@ -54,10 +65,12 @@ class IWGAN(GAN):
         discriminator sees all of them, each counted ``1/k``).
     :param group: ``"particles"`` normalises the weights over each point's ``k``
         samples; ``"batch"`` over the whole generated minibatch (the paper's practice).
-    :param n_critic: see :class:`~ppl_dgm.estimators.gan.AdversarialEstimator`.
-    :param instance_noise: noise added to the discriminator's inputs, as in :class:`GAN`.
+    :param n_critic: ``None``: both players step on every step; ``k``: k
+        discriminator-only steps per generator step (as in :class:`~.gan.GAN`).
+    :param instance_noise: noise added to the discriminator's inputs, as in
+        :class:`~.gan.GAN`.
 
-    ``metrics["objective"]`` is the GAN value as in :class:`GAN`; ``iw_ess`` is the
+    ``metrics["objective"]`` is the GAN value as in :class:`~.gan.GAN`; ``iw_ess`` is the
     effective sample size of the normalised weights as a fraction of the group size.
 
     Example::
@@ -67,28 +80,40 @@ class IWGAN(GAN):
     """
 
     name: ClassVar[str] = "iwgan"
+    handles_discrete_latents: ClassVar[bool] = False
+    needs_reparam: ClassVar[bool] = False
+    needs_likelihood: ClassVar[bool] = False
 
     def __init__(self, *, num_particles: int = 1, group: str = "particles",
                  n_critic: int | None = None, instance_noise: float = 0.0,
                  max_plate_nesting: int | None = None):
-        AdversarialEstimator.__init__(self, num_particles=num_particles, n_critic=n_critic,
-                                      max_plate_nesting=max_plate_nesting)
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
         if group not in GROUPS:
             raise ValueError(f"group={group!r} is unknown; choose one of {GROUPS}")
-        self.loss_type = "nonsaturating"
         self.group = group
-        self._set_noise(instance_noise)
+        self.n_critic = check_n_critic(n_critic)
+        self.instance_noise = check_instance_noise(instance_noise)
+
+    def active_groups(self, step: int) -> frozenset[str] | None:
+        return alternating_groups(step, self.n_critic, CRITIC_GROUPS, GENERATOR_GROUPS)
+
+    def check(self, model, guide, x) -> None:
+        check_generator(model, x, self.name)
+        check_discriminator(guide, x, self.name)
 
     def _grouped(self, logits_gen: torch.Tensor) -> torch.Tensor:
         return logits_gen.reshape(-1, 1) if self.group == "batch" else logits_gen
 
-    def _generator_term(self, logits_gen: torch.Tensor) -> torch.Tensor:
-        # logits_gen: (k, n).  "batch": one group of k*n samples, times n groups' worth.
-        loss = importance_weighted_generator_loss(self._grouped(logits_gen))
-        return loss * logits_gen.shape[1] if self.group == "batch" else loss
-
-    def _extra_metrics(self, logits_gen: torch.Tensor) -> dict[str, torch.Tensor]:
-        grouped = self._grouped(logits_gen)
-        w = torch.softmax(grouped, 0)
-        ess = 1.0 / (w * w).sum(0)
-        return {"iw_ess": (ess / grouped.shape[0]).mean()}
+    def surrogate(self, model, guide, x) -> LossParts:
+        game = gan_game(model, guide, x, num_particles=self.num_particles,
+                        instance_noise=self.instance_noise)
+        loss_d = discriminator_loss(game.real, game.fake)
+        # generator logits (k, n); "batch": one group of k*n samples, times n groups' worth
+        grouped = self._grouped(game.generator)
+        loss_g = importance_weighted_generator_loss(grouped)
+        if self.group == "batch":
+            loss_g = loss_g * game.generator.shape[1]
+        w = torch.softmax(grouped.detach(), 0)
+        metrics = game.metrics(loss_d, loss_g)
+        metrics["iw_ess"] = (1.0 / (w * w).sum(0) / grouped.shape[0]).mean()
+        return LossParts({"discriminator": loss_d, "generator": loss_g}, metrics)

@@ -22,8 +22,8 @@ from typing import ClassVar
 import torch
 
 from ..kernels import median_distance, mmd2
-from .base import LossParts
-from .gan import AdversarialEstimator, check_generator, generate
+from ._adversarial import check_generator, generate
+from .base import Estimator, LossParts
 
 __all__ = ["GMMN_MNIST_SIGMAS", "MMD"]
 
@@ -31,7 +31,7 @@ GMMN_MNIST_SIGMAS = tuple(math.sqrt(s) for s in (2.0, 5.0, 10.0, 20.0, 40.0, 80.
 MEDIAN_MULTIPLES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
-class MMD(AdversarialEstimator):
+class MMD(Estimator):
     """GMMN: train an implicit generator by minimising MMD^2 to the data minibatch.
 
     :param sigmas: kernel bandwidths; ``None`` uses ``median_multiples`` times the
@@ -52,11 +52,14 @@ class MMD(AdversarialEstimator):
     """
 
     name: ClassVar[str] = "mmd"
+    handles_discrete_latents: ClassVar[bool] = False
+    needs_reparam: ClassVar[bool] = False
+    needs_likelihood: ClassVar[bool] = False
 
     def __init__(self, *, sigmas: Sequence[float] | None = None,
                  median_multiples: Sequence[float] = MEDIAN_MULTIPLES, unbiased: bool = False,
                  num_generated: int | None = None, max_plate_nesting: int | None = None):
-        super().__init__(n_critic=None, max_plate_nesting=max_plate_nesting)
+        super().__init__(max_plate_nesting=max_plate_nesting)
         if sigmas is not None:
             sigmas = [float(s) for s in (sigmas if isinstance(sigmas, (list, tuple))
                                          else [sigmas])]

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch import nn
 
-from ..nn import as_sizes, mlp
+from ..nn import as_sizes
+from ._baselines import SiteBaselines
+from ._score import DependencyStructure, dependency_structure, local_signal, pathwise_log_w
 from .base import Estimator, LossParts
-from .score import (
-    DependencyStructure,
-    RunningMoments,
-    dependency_structure,
-    local_signal,
-    module_key,
-    pathwise_log_w,
-)
 
-__all__ = ["NVIL", "nvil_signal"]
+__all__ = ["NVIL", "NVILSiteTerms", "nvil_signal", "nvil_site_terms"]
 
 
 def nvil_signal(signal: torch.Tensor, baseline: torch.Tensor | float, center: torch.Tensor | float,
@@ -32,15 +26,33 @@ def nvil_signal(signal: torch.Tensor, baseline: torch.Tensor | float, center: to
     return ((signal - baseline - center) / scale).detach()
 
 
-class _ConstantBaseline(nn.Module):
-    """A learned constant, for sites whose signal cannot be split by data point."""
+@dataclass(frozen=True)
+class NVILSiteTerms:
+    """One score site's share of the NVIL surrogate (shapes of its signal).
 
-    def __init__(self):
-        super().__init__()
-        self.value = nn.Parameter(torch.zeros(1))
+    ``score`` is ``learning * log q`` (its gradient is the site's score-function
+    gradient), ``baseline_loss`` the baseline's regression loss ``(l - c - b)^2``
+    (None without a learned baseline), ``learning`` the centred, normalised signal."""
 
-    def forward(self, x):
-        return self.value.squeeze(-1)
+    score: torch.Tensor
+    baseline_loss: torch.Tensor | None
+    learning: torch.Tensor
+
+
+def nvil_site_terms(signal: torch.Tensor, log_q: torch.Tensor,
+                    baseline: torch.Tensor | None, center: torch.Tensor | float,
+                    scale: torch.Tensor | float) -> NVILSiteTerms:
+    """NVIL's terms for one site from its learning signal ``l`` (detached), its
+    ``log q`` (differentiable in the guide), the baseline's output ``b`` (differentiable
+    in the baseline network, or None), the running mean ``c`` and ``max(1, sqrt(v))``.
+
+    The guide's term uses ``(l - b - c) / max(1, sqrt(v))`` with ``b`` detached; the
+    baseline's term ``(l - c - b)^2`` reaches only the baseline network."""
+    signal = signal.detach()
+    b = 0.0 if baseline is None else baseline.detach()
+    learning = nvil_signal(signal, b, center, scale)
+    loss = None if baseline is None else (signal - center - baseline).square()
+    return NVILSiteTerms(learning * log_q, loss, learning)
 
 
 class NVIL(Estimator):
@@ -113,15 +125,13 @@ class NVIL(Estimator):
         self.variance_normalization = bool(variance_normalization)
         self.alpha = float(alpha)
         self.baseline_hidden = as_sizes(baseline_hidden)
-        if baseline_input not in ("x", "upstream"):
-            raise ValueError(f"baseline_input={baseline_input!r}; choose 'x' (b(x)) or "
-                             f"'upstream' (b(x, upstream latent samples))")
         self.baseline_input = baseline_input
-        self.aux.baselines = nn.ModuleDict()
-        self.aux.moments = nn.ModuleDict()
+        self.aux = SiteBaselines(learned=self.use_baseline,
+                                 moments=self.centering or self.variance_normalization,
+                                 alpha=self.alpha, hidden=self.baseline_hidden,
+                                 inputs=baseline_input)
         self._structure: DependencyStructure | None = None
         self._structure_for: tuple[weakref.ref, weakref.ref] | None = None
-        self._keys: dict[str, str] = {}
 
     # ------------------------------------------------------------------ set-up
     def prepare(self, model, guide, x) -> None:
@@ -133,46 +143,8 @@ class NVIL(Estimator):
             return self._structure
         structure = dependency_structure(model, guide, x)
         self._structure, self._structure_for = structure, (weakref.ref(model), weakref.ref(guide))
-        taken = set(self._keys.values())
-        for s in structure.sites:
-            if s not in self._keys:
-                self._keys[s] = module_key(s, taken)
-                taken.add(self._keys[s])
-            k = self._keys[s]
-            if self.use_baseline and k not in self.aux.baselines:
-                net = (mlp(x.shape[-1] + self._extra_inputs(structure, s),
-                           self.baseline_hidden, 1) if structure.per_point
-                       else _ConstantBaseline())
-                self.aux.baselines[k] = net.to(device=x.device, dtype=x.dtype)
-            if (self.centering or self.variance_normalization) and k not in self.aux.moments:
-                self.aux.moments[k] = RunningMoments(self.alpha).to(device=x.device,
-                                                                    dtype=x.dtype)
+        self.aux.build(structure, x)
         return structure
-
-    def _extra_inputs(self, structure: DependencyStructure, site: str) -> int:
-        if self.baseline_input == "x":
-            return 0
-        for a in structure.upstream[site]:
-            if not structure.data_only[a]:
-                raise ValueError(
-                    f"NVIL(baseline_input='upstream') feeds the samples of site {a!r} to the "
-                    f"baseline of {site!r}, but {a!r} is batched by plates other than "
-                    f"'data'; use baseline_input='x'")
-        return sum(structure.event_sizes[a] for a in structure.upstream[site])
-
-    def _baseline_features(self, tr, structure: DependencyStructure, site: str,
-                           x: torch.Tensor) -> torch.Tensor:
-        ups = structure.upstream[site] if self.baseline_input == "upstream" else ()
-        if not ups:
-            return x
-        feats = []
-        for a in ups:
-            node = tr.guide_trace.nodes[a]
-            v = node["value"].detach()
-            event_dim = len(node["fn"].event_shape)
-            feats.append(v.reshape(*v.shape[:v.dim() - event_dim], -1).to(x.dtype))
-        batch = feats[0].shape[:-1]                          # (B,) or (K, B)
-        return torch.cat([x.expand(*batch, x.shape[-1]), *feats], -1)
 
     # ------------------------------------------------------------------ step
     def surrogate(self, model, guide, x) -> LossParts:
@@ -185,29 +157,18 @@ class NVIL(Estimator):
         baseline_loss = None
         metrics: dict[str, torch.Tensor] = {}
         for s in structure.sites:
-            k = self._keys[s]
             signal = (local_signal(tr, structure, s) if self.local_signals else full).detach()
-            c, scale = 0.0, 1.0
-            moments = self.aux.moments[k] if k in self.aux.moments else None
-            if moments is not None:
-                seen = moments.count > 0      # before the first update: no statistics yet
-                if self.centering:
-                    c = torch.where(seen, moments.mean, torch.zeros_like(moments.mean)).clone()
-                if self.variance_normalization:
-                    scale = torch.where(seen, moments.var.sqrt().clamp(min=1.0),
-                                        torch.ones_like(moments.var)).clone()
-            b = 0.0
-            if self.use_baseline:
-                features = self._baseline_features(tr, structure, s, x)
-                b = self.aux.baselines[k](features).squeeze(-1)  # (K?, P), or () for a constant
-                term = (signal - c - b).square().mean(0).sum()
+            c, scale = self.aux.center_scale(s, centering=self.centering,
+                                             normalization=self.variance_normalization)
+            b = self.aux.predict(tr, structure, s, x)
+            terms = nvil_site_terms(signal, tr.guide_terms[s], b, c, scale)
+            if terms.baseline_loss is not None:
+                term = terms.baseline_loss.mean(0).sum()
                 baseline_loss = term if baseline_loss is None else baseline_loss + term
-                b = b.detach()
-            if moments is not None and update:
-                moments.update_(signal - b)
-            learning = nvil_signal(signal, b, c, scale)
-            per_point = per_point + learning * tr.guide_terms[s]
-            metrics[f"signal_{k}"] = learning.mean()
+            if update:
+                self.aux.update_(s, signal - (0.0 if b is None else b.detach()))
+            per_point = per_point + terms.score
+            metrics[f"signal_{self.aux.key(s)}"] = terms.learning.mean()
         objective = tr.scale * per_point.mean(0).sum()
         value = tr.scale * full.mean(0).sum()
         metrics.update(objective=value, elbo=value)

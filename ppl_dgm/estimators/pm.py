@@ -25,8 +25,15 @@ import torch
 from pyro import poutine
 
 from ..errors import IncompatibleEstimatorError
-from .base import LossParts
-from .gan import AdversarialEstimator, frozen_call, sample_sites
+from ._adversarial import (
+    CRITIC_GROUPS,
+    GENERATOR_GROUPS,
+    alternating_groups,
+    check_n_critic,
+    frozen_call,
+    sample_sites,
+)
+from .base import Estimator, LossParts
 
 __all__ = ["CODE_SITE", "PredictabilityMinimization", "mean_abs_correlation",
            "prediction_error", "total_correlation"]
@@ -79,7 +86,7 @@ def _predictions(guide, code: torch.Tensor, *, frozen: bool = False) -> torch.Te
     return tr.nodes[CODE_SITE]["fn"].mean
 
 
-class PredictabilityMinimization(AdversarialEstimator):
+class PredictabilityMinimization(Estimator):
     """Predictability minimisation: code units against unit predictors.
 
     :param reconstruction: weight of the code model's reconstruction log-likelihood
@@ -103,13 +110,20 @@ class PredictabilityMinimization(AdversarialEstimator):
     """
 
     name: ClassVar[str] = "pm"
+    handles_discrete_latents: ClassVar[bool] = False
+    needs_reparam: ClassVar[bool] = False
+    needs_likelihood: ClassVar[bool] = False
 
     def __init__(self, *, reconstruction: float = 1.0, n_critic: int | None = None,
                  max_plate_nesting: int | None = None):
-        super().__init__(n_critic=n_critic, max_plate_nesting=max_plate_nesting)
+        super().__init__(max_plate_nesting=max_plate_nesting)
         if not reconstruction >= 0:
             raise ValueError(f"reconstruction must be >= 0, got {reconstruction!r}")
         self.reconstruction = float(reconstruction)
+        self.n_critic = check_n_critic(n_critic)
+
+    def active_groups(self, step: int) -> frozenset[str] | None:
+        return alternating_groups(step, self.n_critic, CRITIC_GROUPS, GENERATOR_GROUPS)
 
     def check(self, model, guide, x) -> None:
         n = min(2, x.shape[0])

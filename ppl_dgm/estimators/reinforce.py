@@ -6,8 +6,8 @@ from typing import ClassVar
 
 import torch
 
+from ._score import RunningMoments, nonreparam_sites, pathwise_log_w, score_terms, total
 from .base import Estimator, LossParts
-from .score import RunningMoments, nonreparam_sites, pathwise_log_w, score_terms, total
 
 __all__ = ["REINFORCE", "reinforce_surrogate"]
 

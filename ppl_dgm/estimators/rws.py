@@ -7,20 +7,14 @@ from typing import ClassVar
 
 import torch
 
-from .base import Estimator, LossParts, log_mean_exp
-from .dreams import dream, score_dream
-from .wake_sleep import _check_dream_batch_size, _detached_sample, sleep_term
+from ._dreams import check_dream_batch_size, detached_sample, dream, score_dream, sleep_term
+from ._weights import log_mean_exp, normalized_weights
+from .base import Estimator, LossParts
 
 __all__ = ["GUIDE_UPDATES", "RWSObjectives", "ReweightedWakeSleep", "normalized_weights",
            "rws_objectives"]
 
 GUIDE_UPDATES = ("wake", "sleep", "mixture")
-
-
-def normalized_weights(log_w: torch.Tensor) -> torch.Tensor:
-    """Self-normalised importance weights ``w~_k = w_k / sum_j w_j`` over particles
-    (dim 0), separately for each point, without gradient.  ``(K, P) -> (K, P)``."""
-    return torch.softmax(log_w.detach(), 0)
 
 
 @dataclass(frozen=True)
@@ -101,14 +95,14 @@ class ReweightedWakeSleep(Estimator):
                              f"must lie in [0, 1], got {mixture_weight!r}")
         self.guide_update = guide_update
         self.mixture_weight = float(mixture_weight)
-        self.dream_batch_size = _check_dream_batch_size(dream_batch_size)
+        self.dream_batch_size = check_dream_batch_size(dream_batch_size)
 
     @property
     def _wake_weight(self) -> float:
         return {"wake": 1.0, "sleep": 0.0}.get(self.guide_update, self.mixture_weight)
 
     def surrogate(self, model, guide, x) -> LossParts:
-        tr = self.traces(model, guide, x, guide_value_hook=_detached_sample)
+        tr = self.traces(model, guide, x, guide_value_hook=detached_sample)
         log_p, log_q = tr.log_p, tr.log_q
         obj = rws_objectives(log_p, log_q)
         w = obj.weights

@@ -7,8 +7,9 @@ from typing import ClassVar
 
 import torch
 
-from .base import Estimator, LossParts, log_mean_exp
-from .score import nonreparam_sites, score_terms, total
+from ._score import nonreparam_sites, score_terms, total
+from ._weights import log_mean_exp
+from .base import Estimator, LossParts
 
 __all__ = ["VIMCO", "vimco_signals", "vimco_surrogate"]
 

@@ -7,10 +7,10 @@ from typing import ClassVar
 import torch
 
 from ..traces import Traces
+from ._dreams import check_dream_batch_size, detached_sample, dream, score_dream, sleep_term
 from .base import Estimator, LossParts
-from .dreams import DreamScore, dream, score_dream
 
-__all__ = ["WakeSleep", "sleep_objective", "sleep_term", "wake_model_objective"]
+__all__ = ["WakeSleep", "wake_model_objective"]
 
 
 def wake_model_objective(log_p: torch.Tensor) -> torch.Tensor:
@@ -19,35 +19,6 @@ def wake_model_objective(log_p: torch.Tensor) -> torch.Tensor:
     ``h_k ~ q(h | x)`` are fixed samples (no gradient flows through them).
     """
     return log_p.mean(0)
-
-
-def sleep_objective(dream_log_q: torch.Tensor, num_points: float | torch.Tensor,
-                    per_point: bool = True) -> torch.Tensor:
-    """Sleep phase for the guide: ``E_p(h, x)[log q(h | x)]`` from dreams.
-
-    ``dream_log_q`` holds ``log q(h_j | x_j)`` of each dreamed point ``(P,)``.  Its mean
-    is multiplied by ``num_points``, the number of data points the wake batch stands
-    for, so the sleep term weighs as much as a wake term over the same batch whatever
-    the dream batch size.  Without per-point values (a global latent) the whole dream
-    is one sample and its log q is used as it is.
-    """
-    if not per_point:
-        return dream_log_q.sum()
-    return num_points * dream_log_q.mean()
-
-
-def sleep_term(model, guide, batch_size: int, *, nesting: int,
-               num_points: float | torch.Tensor) -> tuple[torch.Tensor, DreamScore]:
-    """Dream ``batch_size`` points from ``model`` and return the sleep objective (see
-    :func:`sleep_objective`) with the guide's score on the dream."""
-    score = score_dream(guide, dream(model, batch_size), nesting=nesting)
-    return sleep_objective(score.log_q, num_points, score.per_point), score
-
-
-def _detached_sample(name: str, site: dict) -> torch.Tensor:
-    # Guide samples are data for the model update: no gradient flows through them
-    # (also not the pathwise one a reparameterised guide would otherwise give).
-    return site["value"].detach()
 
 
 class WakeSleep(Estimator):
@@ -65,7 +36,7 @@ class WakeSleep(Estimator):
     The sleep phase minimises ``E_p(x)[KL(p(h | x) || q(h | x))]`` under the model's
     own data distribution, not the data's: early in training the guide learns from
     poor dreams.  Works with discrete latents (no reparameterisation is needed) and
-    with any model and guide that satisfy the contracts (see :mod:`.dreams`).
+    with any model and guide that satisfy the contracts (see :mod:`._dreams`).
 
     :param num_particles: K guide samples per data point in the wake phase.
     :param dream_batch_size: dreamed points per step (default: the data batch size).
@@ -83,11 +54,11 @@ class WakeSleep(Estimator):
     def __init__(self, *, num_particles: int = 1, dream_batch_size: int | None = None,
                  max_plate_nesting: int | None = None):
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
-        self.dream_batch_size = _check_dream_batch_size(dream_batch_size)
+        self.dream_batch_size = check_dream_batch_size(dream_batch_size)
 
     def wake_traces(self, model, guide, x) -> Traces:
         """Model and guide traces with the guide's samples detached."""
-        return self.traces(model, guide, x, guide_value_hook=_detached_sample)
+        return self.traces(model, guide, x, guide_value_hook=detached_sample)
 
     def surrogate(self, model, guide, x) -> LossParts:
         tr = self.wake_traces(model, guide, x)
@@ -105,9 +76,3 @@ class WakeSleep(Estimator):
         score_dream(guide, dream(model, self.dream_batch_size or x.shape[0]),
                     nesting=self.plate_nesting(model, guide, x))
 
-
-def _check_dream_batch_size(n):
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise ValueError(f"dream_batch_size must be a positive integer (dreamed points per "
-                         f"step) or None for the data batch size, got {n!r}")
-    return n

@@ -20,8 +20,17 @@ from typing import ClassVar
 
 import torch
 
-from .base import LossParts
-from .gan import AdversarialEstimator, discriminator_logits, generate
+from ._adversarial import (
+    CRITIC_GROUPS,
+    GENERATOR_GROUPS,
+    alternating_groups,
+    check_discriminator,
+    check_generator,
+    check_n_critic,
+    discriminator_logits,
+    generate,
+)
+from .base import Estimator, LossParts
 
 __all__ = ["WGANGP", "gradient_penalty", "wasserstein_estimate"]
 
@@ -47,7 +56,7 @@ def gradient_penalty(critic, x_real: torch.Tensor, x_fake: torch.Tensor) -> torc
     return ((norm - 1.0) ** 2).sum()
 
 
-class WGANGP(AdversarialEstimator):
+class WGANGP(Estimator):
     """WGAN-GP: critic ``f`` (the discriminator guide's logit) against an implicit
     generator.
 
@@ -65,13 +74,24 @@ class WGANGP(AdversarialEstimator):
     """
 
     name: ClassVar[str] = "wgan-gp"
+    handles_discrete_latents: ClassVar[bool] = False
+    needs_reparam: ClassVar[bool] = False
+    needs_likelihood: ClassVar[bool] = False
 
     def __init__(self, *, penalty: float = 10.0, n_critic: int | None = 5,
                  max_plate_nesting: int | None = None):
-        super().__init__(n_critic=n_critic, max_plate_nesting=max_plate_nesting)
+        super().__init__(max_plate_nesting=max_plate_nesting)
         if not penalty >= 0:
             raise ValueError(f"penalty must be >= 0, got {penalty!r}")
         self.penalty = float(penalty)
+        self.n_critic = check_n_critic(n_critic)
+
+    def active_groups(self, step: int) -> frozenset[str] | None:
+        return alternating_groups(step, self.n_critic, CRITIC_GROUPS, GENERATOR_GROUPS)
+
+    def check(self, model, guide, x) -> None:
+        check_generator(model, x, self.name)
+        check_discriminator(guide, x, self.name)
 
     def surrogate(self, model, guide, x) -> LossParts:
         n = x.shape[0]

@@ -1,4 +1,4 @@
-"""Dreaming: run a model unconditioned and score a guide on what it generates.
+"""Dreaming: run a model unconditioned and score a guide on what it generates (a kit).
 
 The sleep phase of wake-sleep (Hinton, Dayan, Frey and Neal 1995) trains the guide
 on "dreams": latents and data drawn together from the model, ``(h, x) ~ p(h) p(x|h)``.
@@ -14,7 +14,9 @@ log densities at those values.  A Helmholtz recognition network that computes
 ``q(h2 | h1)`` from its own sample of ``h1`` therefore sees the dreamed ``h1``.
 
 Dreams are drawn without gradient: they are constants for the guide update, so the
-sleep term never reaches the model's parameters.
+sleep term never reaches the model's parameters.  :func:`sleep_term` is the sleep phase
+of wake-sleep and reweighted wake-sleep; :func:`detached_sample` the guide-value hook
+of their wake phases.
 """
 
 from __future__ import annotations
@@ -24,14 +26,21 @@ from dataclasses import dataclass
 
 import torch
 from pyro import poutine
-from pyro.poutine.trace_messenger import TraceMessenger
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import IncompatibleEstimatorError
-from ..traces import DATA_PLATE, OBS_SITE, latent_sites, reduce_site
+from ..traces import (
+    OBS_SITE,
+    data_frame,
+    latent_sites,
+    reduce_site,
+    site_log_prob,
+    trace_program,
+)
 
-__all__ = ["Dream", "DreamScore", "dream", "score_dream"]
+__all__ = ["Dream", "DreamScore", "check_dream_batch_size", "detached_sample", "dream",
+           "score_dream", "sleep_objective", "sleep_term"]
 
 
 @dataclass(frozen=True)
@@ -77,20 +86,12 @@ def _must_accept(dream_: Dream | None, latents) -> str:
             f"that never dreams (e.g. 'rws' with guide_update='wake').")
 
 
-def _trace(fn, *args, **kwargs) -> Trace:
-    # Like poutine.trace(fn).get_trace(...) without the final copy of the trace.
-    msngr = TraceMessenger()
-    with msngr:
-        fn(*args, **kwargs)
-    return msngr.trace
-
-
 def dream(model: Callable, batch_size: int, *, obs_site: str = OBS_SITE) -> Dream:
     """Run ``model(None, batch_size=batch_size)`` without gradient and return its
     latents and data together."""
     try:
         with torch.no_grad():
-            tr = _trace(model, None, batch_size=batch_size)
+            tr = trace_program(model, None, batch_size=batch_size)
     except Exception as e:  # a user's model: say what failed, keep the cause
         raise IncompatibleEstimatorError(
             f"dreaming failed: running model {_name(model)} as model(None, "
@@ -120,7 +121,7 @@ def score_dream(guide: Callable, dream_: Dream, *, nesting: int) -> DreamScore:
     """
     conditioned = poutine.condition(guide, data=dict(dream_.latents))
     try:
-        tr = _trace(conditioned, dream_.x)
+        tr = trace_program(conditioned, dream_.x)
     except Exception as e:
         raise IncompatibleEstimatorError(
             f"guide {_name(guide)} cannot be run on dreamed data: calling it raised "
@@ -153,16 +154,11 @@ def score_dream(guide: Callable, dream_: Dream, *, nesting: int) -> DreamScore:
                 f"guide {_name(guide)}'s site {name!r} has a distribution of shape "
                 f"{expected} on dreamed data, but the model dreamed a value of shape "
                 f"{tuple(value.shape)}. {_must_accept(dream_, dream_.latents)}")
-        lp = fn.log_prob(value)
-        mask = site["mask"]
-        if mask is False:
-            lp = torch.zeros_like(lp)
-        elif mask is not None and mask is not True:
-            lp = lp.masked_fill(~mask, 0.0) if mask.dtype == torch.bool else lp * mask
+        lp = site_log_prob(site)
         scale = site["scale"]
         if not (isinstance(scale, float) and scale == 1.0):
             lp = lp * scale
-        if not any(f.name == DATA_PLATE for f in site["cond_indep_stack"]):
+        if data_frame(site) is None:
             per_point = False
         terms[name] = reduce_site(lp, site, nesting)[0]
     if not per_point:
@@ -173,3 +169,42 @@ def score_dream(guide: Callable, dream_: Dream, *, nesting: int) -> DreamScore:
     if total is None:  # a model without latents: nothing to learn in the sleep phase
         total = dream_.x.new_zeros(1)
     return DreamScore(total, terms, per_point, tr)
+
+
+# --------------------------------------------------------------------------- sleep phase
+def sleep_objective(dream_log_q: torch.Tensor, num_points: float | torch.Tensor,
+                    per_point: bool = True) -> torch.Tensor:
+    """Sleep phase for the guide: ``E_p(h, x)[log q(h | x)]`` from dreams.
+
+    ``dream_log_q`` holds ``log q(h_j | x_j)`` of each dreamed point ``(P,)``.  Its mean
+    is multiplied by ``num_points``, the number of data points the wake batch stands
+    for, so the sleep term weighs as much as a wake term over the same batch whatever
+    the dream batch size.  Without per-point values (a global latent) the whole dream
+    is one sample and its log q is used as it is.
+    """
+    if not per_point:
+        return dream_log_q.sum()
+    return num_points * dream_log_q.mean()
+
+
+def sleep_term(model, guide, batch_size: int, *, nesting: int,
+               num_points: float | torch.Tensor) -> tuple[torch.Tensor, DreamScore]:
+    """Dream ``batch_size`` points from ``model`` and return the sleep objective (see
+    :func:`sleep_objective`) with the guide's score on the dream."""
+    score = score_dream(guide, dream(model, batch_size), nesting=nesting)
+    return sleep_objective(score.log_q, num_points, score.per_point), score
+
+
+def detached_sample(name: str, site: dict) -> torch.Tensor:
+    """Guide-value hook of the wake phases: guide samples are data for the model update,
+    so no gradient flows through them (also not the pathwise one a reparameterised
+    guide would otherwise give)."""
+    return site["value"].detach()
+
+
+def check_dream_batch_size(n):
+    """``dream_batch_size``: a positive integer, or None for the data batch size."""
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"dream_batch_size must be a positive integer (dreamed points per "
+                         f"step) or None for the data batch size, got {n!r}")
+    return n

@@ -1,4 +1,4 @@
-"""Shared pieces of the score-function (REINFORCE-family) estimators.
+"""Shared pieces of the score-function (REINFORCE-family) estimators (a kit).
 
 A guide site without ``rsample`` (a Bernoulli layer, a categorical) gets its gradient
 from the score function ``grad log q(h | .)`` times a learning signal; a
@@ -33,7 +33,7 @@ from pyro.ops.provenance import get_provenance, track_provenance
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
-from ..traces import Traces, latent_sites, observed_sites
+from ..traces import Traces, data_frame, latent_sites, observed_sites
 
 __all__ = ["DependencyStructure", "RunningMoments", "dependency_structure", "module_key",
            "nonreparam_sites", "pathwise_log_w", "score_terms", "total"]
@@ -136,9 +136,9 @@ def dependency_structure(model, guide, x) -> DependencyStructure:
         event_shape = tuple(site["fn"].event_shape)
         event_sizes[s] = int(torch.Size(event_shape).numel())
         # the value is batched by the data plate alone: (B, *event_shape)
-        data_only[s] = (site["value"].dim() - len(event_shape) == 1 and any(
-            f.name == "data" for f in site["cond_indep_stack"]))
-    per_point = all(any(f.name == "data" for f in tr.nodes[n]["cond_indep_stack"])
+        data_only[s] = (site["value"].dim() - len(event_shape) == 1
+                        and data_frame(site) is not None)
+    per_point = all(data_frame(tr.nodes[n]) is not None
                     for tr in (guide_tr, model_tr) for n in latent_sites(tr))
     return DependencyStructure(sites, {s: tuple(v) for s, v in model_dep.items()},
                                {s: tuple(v) for s, v in guide_dep.items()}, per_point,
