@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -13,8 +12,10 @@ import torch
 
 from . import registry
 from .errors import CheckpointError, DataError, UnknownNameError
+from .protocol import sampler
+from .runs import build_from_config, default_run_dir, load_run, start_run_dir
 
-__all__ = ["main", "build_from_config", "parse_options"]
+__all__ = ["main", "parse_options"]
 
 
 def parse_options(items: list[str] | None, what: str) -> dict:
@@ -175,19 +176,9 @@ def _estimator_options(args) -> dict:
     return opts
 
 
-def build_from_config(config: dict, data):
-    """Rebuild model, guide and estimator from a run's ``config.json``."""
-    model = registry.build_model(config["model"], x_dim=data.x_dim,
-                                 options=config.get("model_options"))
-    guide = registry.build_guide(config["guide"], model, options=config.get("guide_options"))
-    estimator = registry.build_estimator(config["estimator"],
-                                         options=config.get("estimator_options"))
-    return model, guide, estimator
-
-
 def _train(args) -> int:
     from .data import load_data
-    from .evaluate import importance_log_likelihood
+    from .evaluate import exact_log_prob, importance_log_likelihood
     from .train import fit, resolve_device
 
     data = load_data(args.data, root=args.data_root, seed=args.seed)
@@ -200,17 +191,10 @@ def _train(args) -> int:
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
     }
     torch.manual_seed(args.seed)
-    model, guide, estimator = build_from_config(config, data)
-    name = Path(args.model.rpartition(":")[2] or args.model).stem.lower()
-    run_dir = Path(args.run_dir or f"runs/{name}-{args.estimator}-s{args.seed}")
-    if run_dir.exists() and any(run_dir.iterdir()) and not args.resume:
-        if not args.overwrite:
-            raise FileExistsError(f"run directory {str(run_dir)!r} already exists; pass "
-                                  f"--resume to continue it, --overwrite to replace it, or "
-                                  f"--run-dir to choose another")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+    built = build_from_config(config, data)
+    model, guide, estimator = built.model, built.guide, built.estimator
+    run_dir = args.run_dir or default_run_dir(args.model, args.estimator, args.seed)
+    run_dir = start_run_dir(run_dir, config, resume=args.resume, overwrite=args.overwrite)
     lr_groups = {k: v for k, v in (("model", args.lr_model), ("guide", args.lr_guide),
                                    ("estimator", args.lr_estimator)) if v is not None}
     device = resolve_device(args.device)
@@ -237,15 +221,12 @@ def _train(args) -> int:
         except DataError as e:  # global latents: no per-point log-likelihood
             print(f"test log-likelihood skipped: {e}")
             return 0
-        exact = (getattr(model, "log_prob", None)
-                 if getattr(model, "can_enumerate", True) else None)
         print(f"test log-likelihood (importance sampling, K={args.eval_samples}): "
               f"{float(ll.mean()):.3f} nats/point (NLL {-float(ll.mean()):.3f})")
+        exact = exact_log_prob(model, data.test.to(device))
         if exact is not None:
-            with torch.no_grad():
-                exact_ll = float(exact(data.test.to(device)).mean())
-            print(f"test log-likelihood (exact): {exact_ll:.3f}")
-    elif data.test.shape[0] > 1 and callable(getattr(model, "sample", None)):
+            print(f"test log-likelihood (exact): {float(exact.mean()):.3f}")
+    elif data.test.shape[0] > 1 and sampler(model) is not None:
         from .implicit import evaluate_implicit  # implicit models: sample-based metrics
 
         model.eval()
@@ -262,36 +243,16 @@ def _train(args) -> int:
     return 0
 
 
-def _load_run(run_dir: str, device: str = "cpu"):
-    from .checkpoints import apply_checkpoint, load_checkpoint
-    from .data import load_data
-
-    path = Path(run_dir)
-    cfg_path = path / "config.json"
-    if not path.is_dir() or not cfg_path.exists():
-        raise CheckpointError(f"{run_dir!r} is not a run directory (no config.json); give the "
-                              f"directory that `ppl-dgm train` wrote")
-    config = json.loads(cfg_path.read_text())
-    data = load_data(config["data"], root=config.get("data_root"), seed=config.get("seed", 0))
-    model, guide, estimator = build_from_config(config, data)
-    estimator.prepare(model, guide, data.train[:2])  # builds data-sized auxiliary networks
-    ckpt = load_checkpoint(path)
-    apply_checkpoint(ckpt, {"model": model, "guide": guide, "estimator": estimator})
-    for m in (model, guide, estimator):
-        m.to(device)
-    model.eval(), guide.eval()
-    return config, data, model, guide, estimator, ckpt
-
-
 def _evaluate(args) -> int:
     from .evaluate import evaluate
     from .train import resolve_device
 
     device = resolve_device(args.device)
-    config, data, model, guide, _, ckpt = _load_run(args.run_dir, device)
-    x = (data.test if args.split == "test" else data.train).to(device)
+    run = load_run(args.run_dir, device)
+    ckpt = run.checkpoint
+    x = (run.data.test if args.split == "test" else run.data.train).to(device)
     ks = tuple(int(k) for k in args.ks.split(",") if k)
-    result = evaluate(model, guide, x, num_samples=args.samples, ks=ks)
+    result = evaluate(run.model, run.guide, x, num_samples=args.samples, ks=ks)
     if args.json:
         print(json.dumps({"step": ckpt.step, "split": args.split, **result.summary}))
         return 0
@@ -308,13 +269,14 @@ def _evaluate(args) -> int:
 def _sample(args) -> int:
     from .plots import save_grid
 
-    _, data, model, _, _, _ = _load_run(args.run_dir)
+    run = load_run(args.run_dir)
     torch.manual_seed(args.seed)
-    if not hasattr(model, "sample"):
-        raise ValueError(f"model {type(model).__name__} has no sample(n) method")
-    x = model.sample(args.n, mean=not args.binary)
+    sample = sampler(run.model)
+    if sample is None:
+        raise ValueError(f"model {type(run.model).__name__} has no sample(n) method")
+    x = sample(args.n, mean=not args.binary)
     out = Path(args.out or Path(args.run_dir) / "samples.png")
-    save_grid(x.cpu(), out, image_shape=data.image_shape)
+    save_grid(x.cpu(), out, image_shape=run.data.image_shape)
     print(f"wrote {args.n} samples to {out}")
     return 0
 
@@ -392,8 +354,9 @@ def _diagnose(args) -> int:
     from .train import resolve_device
 
     device = resolve_device(args.device)
-    config, data, model, guide, _, ckpt = _load_run(args.run_dir, device)
-    x = (data.test if args.split == "test" else data.train).to(device)
+    run = load_run(args.run_dir, device)
+    config, ckpt = run.config, run.checkpoint
+    x = (run.data.test if args.split == "test" else run.data.train).to(device)
     if args.max_points is not None:
         x = x[:args.max_points]
     points = args.points
@@ -406,9 +369,9 @@ def _diagnose(args) -> int:
         check_points(points, x.shape[0], what=f"--point-indices (of the {args.split} split)")
     others = {}
     for other in args.compare or []:
-        _, _, m2, g2, _, _ = _load_run(other, device)
-        others[other] = (m2, g2)
-    result = diagnose(model, guide, x, points=points, num_draws=args.draws,
+        other_run = load_run(other, device)
+        others[other] = (other_run.model, other_run.guide)
+    result = diagnose(run.model, run.guide, x, points=points, num_draws=args.draws,
                       recheck=not args.no_recheck, recheck_draws=args.recheck_draws,
                       nuts_points=args.nuts,
                       nuts=NutsConfig(num_chains=args.nuts_chains,

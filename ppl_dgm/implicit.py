@@ -25,6 +25,7 @@ import torch
 from .data import Dataset
 from .errors import DataError
 from .kernels import gaussian_kernel, median_distance
+from .protocol import sampler
 
 __all__ = ["CoverageResult", "DigitClassifier", "ImplicitEvaluation", "TwoSampleResult",
            "class_coverage", "evaluate_implicit", "mmd_permutation_test", "save_samples"]
@@ -165,10 +166,11 @@ def class_coverage(samples: torch.Tensor, classifier: DigitClassifier, *,
 
 
 def _draw(model, n: int) -> torch.Tensor:
-    if not callable(getattr(model, "sample", None)):
+    sample = sampler(model)
+    if sample is None:
         raise DataError(f"model {type(model).__name__} has no sample(n) method to draw from")
     with torch.no_grad():
-        return model.sample(n).detach().cpu()
+        return sample(n).detach().cpu()
 
 
 def evaluate_implicit(model, data: Dataset, *, num_samples: int | None = None,

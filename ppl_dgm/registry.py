@@ -48,6 +48,7 @@ from .models import (
     Hierarchical,
     SigmoidBeliefNet,
 )
+from .protocol import BuildsFromModel, default_guide_name
 
 __all__ = ["DEFAULT_GUIDES", "ESTIMATORS", "GUIDES", "MODELS", "build_estimator", "build_guide",
            "build_model", "default_guide", "resolve"]
@@ -154,7 +155,7 @@ def default_guide(model_spec) -> str:
     if isinstance(model_spec, str) and model_spec in DEFAULT_GUIDES:
         return DEFAULT_GUIDES[model_spec]
     cls = resolve("model", model_spec)
-    guide = getattr(cls, "default_guide", None)
+    guide = default_guide_name(cls)
     if guide is None:
         raise UnknownNameError(f"model {model_spec!r} has no default guide; pass --guide "
                                f"(registered guides: {', '.join(sorted(GUIDES))})")
@@ -165,7 +166,7 @@ def build_guide(spec, model, *, options: dict | None = None):
     """Instantiate a guide that fits ``model`` (via ``from_model`` when it has one)."""
     cls = resolve("guide", spec)
     options = dict(options or {})
-    if hasattr(cls, "from_model"):
+    if isinstance(cls, BuildsFromModel):
         return cls.from_model(model, **options)
     return cls(**options)
 
