@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "IncompatibleEstimatorError",
     "NonFiniteLossError",
+    "ParticleWarning",
     "SiteMismatchError",
     "UnknownNameError",
 ]
@@ -48,3 +49,8 @@ class NonFiniteLossError(RuntimeError):
         super().__init__(message)
         self.step = step
         self.checkpoint = checkpoint
+
+
+class ParticleWarning(UserWarning):
+    """A model and guide could not draw particles in one vectorised run; they are run
+    one particle at a time (same weights, more time)."""

@@ -16,7 +16,8 @@ import torch
 
 from . import protocol
 from .errors import DataError
-from .traces import guess_plate_nesting, run_traces
+from .particles import run_particles
+from .traces import guess_plate_nesting
 
 __all__ = ["EvalResult", "bound", "evaluate", "exact_log_prob", "importance_log_likelihood",
            "log_weights"]
@@ -31,7 +32,7 @@ def log_weights(model, guide, x: torch.Tensor, num_samples: int, *,
                 nesting: int | None = None) -> torch.Tensor:
     """Log importance weights ``(num_samples, N)`` for data points ``x`` (one chunk)."""
     nesting = _nesting(model, guide, x) if nesting is None else nesting
-    tr = run_traces(model, guide, x, num_particles=num_samples, nesting=nesting)
+    tr = run_particles(model, guide, (x,), {}, num_particles=num_samples, nesting=nesting)
     if not tr.per_point:
         raise DataError("per-point likelihoods need every latent inside the model's 'data' "
                         f"plate; latents {list(tr.latents)} include a global one")

@@ -17,7 +17,14 @@ import torch
 from torch import nn
 
 from ..nn import mlp
-from ._score import DependencyStructure, RunningMoments, module_key
+from ..traces import Traces, data_frame
+from ._score import (
+    DependencyStructure,
+    RunningMoments,
+    module_key,
+    point_features,
+    slices_are_points,
+)
 
 __all__ = ["BASELINE_INPUTS", "ConstantBaseline", "SiteBaselines"]
 
@@ -64,50 +71,80 @@ class SiteBaselines(nn.Module):
             self._keys[site] = module_key(site, set(self._keys.values()))
         return self._keys[site]
 
-    def build(self, structure: DependencyStructure, x: torch.Tensor) -> None:
-        """Create what is missing for the sites of ``structure`` (idempotent)."""
+    def build(self, structure: DependencyStructure, tr: Traces) -> None:
+        """Create what is missing for the score sites of a step (idempotent): an MLP on
+        the point's observed data for a site of the data plate, a learned constant for
+        any other site."""
+        x = point_features(tr)
         for s in structure.sites:
             k = self.key(s)
             if self.learned and k not in self.baselines:
-                net = (mlp(x.shape[-1] + self._extra_inputs(structure, s), self.hidden, 1)
-                       if structure.per_point else ConstantBaseline())
-                self.baselines[k] = net.to(device=x.device, dtype=x.dtype)
+                local = x is not None and data_frame(tr.guide_trace.nodes[s],
+                                                     tr.data_plate) is not None
+                net = (mlp(x.shape[-1] + self._extra_inputs(tr, structure, s), self.hidden, 1)
+                       if local else ConstantBaseline())
+                like = x if x is not None else tr.log_w
+                self.baselines[k] = net.to(device=like.device, dtype=like.dtype)
             if self.keep_moments and k not in self.moments:
-                self.moments[k] = RunningMoments(self.alpha).to(device=x.device, dtype=x.dtype)
+                self.moments[k] = RunningMoments(self.alpha).to(device=tr.log_w.device,
+                                                                dtype=tr.log_w.dtype)
 
-    def _extra_inputs(self, structure: DependencyStructure, site: str) -> int:
-        if self.inputs == "x":
-            return 0
-        for a in structure.upstream[site]:
+    def _upstream(self, tr: Traces, structure: DependencyStructure, site: str) -> tuple:
+        if self.inputs == "x" or not slices_are_points(tr, site):
+            return ()
+        return structure.upstream[site]
+
+    def _extra_inputs(self, tr: Traces, structure: DependencyStructure, site: str) -> int:
+        ups = self._upstream(tr, structure, site)
+        for a in ups:
             if not structure.data_only[a]:
                 raise ValueError(
                     f"NVIL(baseline_input='upstream') feeds the samples of site {a!r} to the "
                     f"baseline of {site!r}, but {a!r} is batched by plates other than "
-                    f"'data'; use baseline_input='x'")
-        return sum(structure.event_sizes[a] for a in structure.upstream[site])
+                    f"the data plate; use baseline_input='x'")
+        return sum(structure.event_sizes[a] for a in ups)
+
+    def load_state_dict(self, state, strict: bool = True):
+        # baselines of sites first seen after the start (programs whose site names
+        # change between steps) are rebuilt from the saved shapes
+        for name, value in state.items():
+            parts = name.split(".")
+            if parts[0] == "moments" and parts[1] not in self.moments:
+                self.moments[parts[1]] = RunningMoments(self.alpha)
+            elif parts[0] == "baselines" and parts[1] not in self.baselines:
+                if parts[2] == "value":
+                    self.baselines[parts[1]] = ConstantBaseline()
+                elif parts[2:] == ["0", "weight"]:
+                    self.baselines[parts[1]] = mlp(value.shape[1], self.hidden, 1)
+        return super().load_state_dict(state, strict=strict)
 
     # ------------------------------------------------------------------ per step
-    def predict(self, tr, structure: DependencyStructure, site: str,
-                x: torch.Tensor) -> torch.Tensor | None:
-        """The baseline ``b_s`` for this step's samples, ``(K?, P)`` or ``()``, or None
-        without learned baselines."""
+    def predict(self, tr: Traces, structure: DependencyStructure, site: str,
+                signal: torch.Tensor) -> torch.Tensor | None:
+        """The baseline ``b_s`` in the layout of the site's ``signal``, or None without
+        learned baselines."""
         if not self.learned:
             return None
-        return self.baselines[self.key(site)](self._features(tr, structure, site, x)).squeeze(-1)
-
-    def _features(self, tr, structure: DependencyStructure, site: str,
-                  x: torch.Tensor) -> torch.Tensor:
-        ups = structure.upstream[site] if self.inputs == "upstream" else ()
-        if not ups:
-            return x
-        feats = []
-        for a in ups:
-            node = tr.guide_trace.nodes[a]
-            v = node["value"].detach()
-            event_dim = len(node["fn"].event_shape)
-            feats.append(v.reshape(*v.shape[:v.dim() - event_dim], -1).to(x.dtype))
-        batch = feats[0].shape[:-1]                          # (B,) or (K, B)
-        return torch.cat([x.expand(*batch, x.shape[-1]), *feats], -1)
+        net = self.baselines[self.key(site)]
+        if isinstance(net, ConstantBaseline):
+            return net(None)
+        x = point_features(tr)
+        ups = self._upstream(tr, structure, site)
+        if ups:
+            feats = []
+            for a in ups:
+                v = tr.site_values(a).detach()
+                event_dim = tr.guide_trace.nodes[a]["fn"].event_dim
+                feats.append(v.reshape(*v.shape[:v.dim() - event_dim], -1).to(x.dtype))
+            batch = feats[0].shape[:-1]                          # (B,) or (K, B)
+            x = torch.cat([x.expand(*batch, x.shape[-1]), *feats], -1)
+        b = net(x).squeeze(-1)
+        if slices_are_points(tr, site):
+            return b
+        # the site's batch shape: the point axis at the data plate's dim
+        shape = [1] * signal.dim()
+        shape[data_frame(tr.guide_trace.nodes[site], tr.data_plate).dim] = b.shape[-1]
+        return b.reshape(shape)
 
     def center_scale(self, site: str, *, centering: bool, normalization: bool
                      ) -> tuple[torch.Tensor | float, torch.Tensor | float]:

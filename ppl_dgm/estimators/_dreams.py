@@ -21,8 +21,9 @@ of their wake phases.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from pyro import poutine
@@ -30,10 +31,15 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import IncompatibleEstimatorError
+from ..particles import program_name
 from ..traces import (
+    DATA_PLATE,
     OBS_SITE,
     data_frame,
+    data_plate_name,
+    is_factor,
     latent_sites,
+    observed_sites,
     reduce_site,
     site_log_prob,
     trace_program,
@@ -45,12 +51,22 @@ __all__ = ["Dream", "DreamScore", "check_dream_batch_size", "detached_sample", "
 
 @dataclass(frozen=True)
 class Dream:
-    """One unconditioned run of a model: dreamed data ``x`` and latents, detached."""
+    """One unconditioned run of a model: dreamed data ``x`` and latents, detached.
+
+    ``guide_args``/``guide_kwargs`` call the guide on the dreamed data (``(x,)`` for the
+    zoo's programs); ``plate`` is the data plate's name."""
 
     x: torch.Tensor
     latents: Mapping[str, torch.Tensor]
     trace: Trace
     batch_size: int
+    guide_args: tuple = ()
+    guide_kwargs: Mapping = field(default_factory=dict)
+    plate: str | None = DATA_PLATE
+
+    def __post_init__(self):
+        if not self.guide_args and not self.guide_kwargs:
+            object.__setattr__(self, "guide_args", (self.x,))
 
 
 @dataclass(frozen=True)
@@ -68,10 +84,7 @@ class DreamScore:
     guide_trace: Trace
 
 
-def _name(obj) -> str:
-    if isinstance(obj, torch.nn.Module):
-        return type(obj).__name__
-    return getattr(obj, "__name__", type(obj).__name__)
+_name = program_name
 
 
 def _must_accept(dream_: Dream | None, latents) -> str:
@@ -86,9 +99,28 @@ def _must_accept(dream_: Dream | None, latents) -> str:
             f"that never dreams (e.g. 'rws' with guide_update='wake').")
 
 
-def dream(model: Callable, batch_size: int, *, obs_site: str = OBS_SITE) -> Dream:
-    """Run ``model(None, batch_size=batch_size)`` without gradient and return its
-    latents and data together."""
+def generates_with_batch_size(model) -> bool:
+    """Whether ``model`` is called the zoo's way, ``model(None, batch_size=n)``, to
+    generate ``n`` points (it has a ``batch_size`` parameter)."""
+    fn = model.forward if isinstance(model, torch.nn.Module) else model
+    try:
+        return "batch_size" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def dream(model: Callable, batch_size: int, *, obs_site: str = OBS_SITE,
+          call: tuple[tuple, dict] | None = None, wake=None) -> Dream:
+    """Dream ``batch_size`` points from ``model`` without gradient: latents and data.
+
+    A model with a ``batch_size`` parameter is run as ``model(None,
+    batch_size=batch_size)`` and its site ``obs_site`` is the data.  Any other program is
+    run with the step's arguments ``call`` under :func:`pyro.poutine.uncondition`, so
+    that its observed sites are sampled; ``wake`` (the step's model trace) says which
+    sites are observed and which arguments carry their data, so that the guide can be
+    given the dreamed data in their place."""
+    if call is not None and wake is not None and not generates_with_batch_size(model):
+        return _dream_unconditioned(model, batch_size, call, wake)
     try:
         with torch.no_grad():
             tr = trace_program(model, None, batch_size=batch_size)
@@ -112,6 +144,63 @@ def dream(model: Callable, batch_size: int, *, obs_site: str = OBS_SITE) -> Drea
     return Dream(site["value"], latents, tr, int(batch_size))
 
 
+def _dream_unconditioned(model, batch_size: int, call, wake) -> Dream:
+    args, kwargs = call
+    observed = [n for n in observed_sites(wake) if not is_factor(wake.nodes[n])]
+    if not observed:
+        raise IncompatibleEstimatorError(
+            f"dreaming failed: model {_name(model)} observes no data, so there is nothing "
+            f"to dream; train it with an estimator that does not dream")
+    slots = {}
+    for name in observed:
+        slot = _argument_slot(wake.nodes[name]["value"], args, kwargs)
+        if slot is None:
+            raise IncompatibleEstimatorError(
+                f"dreaming failed: the sleep phase gives the guide dreamed data in place of "
+                f"the data arguments, but model {_name(model)}'s observed site {name!r} "
+                f"takes its value from no argument of the call (pass the argument itself as "
+                f"obs=...), or train with an estimator that never dreams (e.g. 'rws' with "
+                f"guide_update='wake')")
+        slots[name] = slot
+    plate = data_plate_name(wake)
+    try:
+        with torch.no_grad():
+            tr = trace_program(poutine.uncondition(model), *args, **kwargs)
+    except Exception as e:
+        raise IncompatibleEstimatorError(
+            f"dreaming failed: running model {_name(model)} unconditioned (pyro.poutine."
+            f"uncondition) raised {type(e).__name__}: {e}") from e
+    dreamed = {name: tr.nodes[name]["value"] for name in observed}
+    batch = next(iter(dreamed.values()))
+    frame = data_frame(tr.nodes[observed[0]], plate)
+    n = int(batch.shape[batch.dim() - tr.nodes[observed[0]]["fn"].event_dim + frame.dim]) \
+        if frame is not None else 1
+    if batch_size != n:
+        raise IncompatibleEstimatorError(
+            f"dream_batch_size={batch_size} needs a model that generates any number of "
+            f"points, model(None, batch_size=n); model {_name(model)} is run with the "
+            f"step's arguments and dreams as many points as the batch ({n}). Leave "
+            f"dream_batch_size=None")
+    new_args, new_kwargs = list(args), dict(kwargs)
+    for name, slot in slots.items():
+        if isinstance(slot, int):
+            new_args[slot] = dreamed[name]
+        else:
+            new_kwargs[slot] = dreamed[name]
+    latents = {name: tr.nodes[name]["value"] for name in latent_sites(tr) if name not in dreamed}
+    return Dream(batch, latents, tr, n, tuple(new_args), new_kwargs, plate)
+
+
+def _argument_slot(value, args, kwargs):
+    for i, a in enumerate(args):
+        if a is value:
+            return i
+    for k, a in kwargs.items():
+        if a is value:
+            return k
+    return None
+
+
 def score_dream(guide: Callable, dream_: Dream, *, nesting: int) -> DreamScore:
     """``log q(h | x)`` of ``guide`` at a dream's latents ``h`` given its data ``x``.
 
@@ -121,7 +210,7 @@ def score_dream(guide: Callable, dream_: Dream, *, nesting: int) -> DreamScore:
     """
     conditioned = poutine.condition(guide, data=dict(dream_.latents))
     try:
-        tr = trace_program(conditioned, dream_.x)
+        tr = trace_program(conditioned, *dream_.guide_args, **dream_.guide_kwargs)
     except Exception as e:
         raise IncompatibleEstimatorError(
             f"guide {_name(guide)} cannot be run on dreamed data: calling it raised "
@@ -158,9 +247,9 @@ def score_dream(guide: Callable, dream_: Dream, *, nesting: int) -> DreamScore:
         scale = site["scale"]
         if not (isinstance(scale, float) and scale == 1.0):
             lp = lp * scale
-        if data_frame(site) is None:
+        if data_frame(site, dream_.plate) is None:
             per_point = False
-        terms[name] = reduce_site(lp, site, nesting)[0]
+        terms[name] = reduce_site(lp, site, nesting, dream_.plate)[0]
     if not per_point:
         terms = {k: v.sum(-1, keepdim=True) for k, v in terms.items()}
     total = None
@@ -188,14 +277,16 @@ def sleep_objective(dream_log_q: torch.Tensor, num_points: float | torch.Tensor,
 
 
 def sleep_term(model, guide, batch_size: int, *, nesting: int,
-               num_points: float | torch.Tensor) -> tuple[torch.Tensor, DreamScore]:
+               num_points: float | torch.Tensor, call=None,
+               wake=None) -> tuple[torch.Tensor, DreamScore]:
     """Dream ``batch_size`` points from ``model`` and return the sleep objective (see
-    :func:`sleep_objective`) with the guide's score on the dream."""
-    score = score_dream(guide, dream(model, batch_size), nesting=nesting)
+    :func:`sleep_objective`) with the guide's score on the dream (``call`` and ``wake``
+    as for :func:`dream`)."""
+    score = score_dream(guide, dream(model, batch_size, call=call, wake=wake), nesting=nesting)
     return sleep_objective(score.log_q, num_points, score.per_point), score
 
 
-def detached_sample(name: str, site: dict) -> torch.Tensor:
+def detached_sample(name: str, site: dict, particle: int | None = None) -> torch.Tensor:
     """Guide-value hook of the wake phases: guide samples are data for the model update,
     so no gradient flows through them (also not the pathwise one a reparameterised
     guide would otherwise give)."""

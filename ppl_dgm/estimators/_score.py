@@ -2,22 +2,26 @@
 
 A guide site without ``rsample`` (a Bernoulli layer, a categorical) gets its gradient
 from the score function ``grad log q(h | .)`` times a learning signal; a
-reparameterisable site gets its gradient along the sampling path.  The estimators in
-this package (REINFORCE, NVIL, VIMCO) share:
+reparameterisable site gets its gradient along the sampling path; a partially
+reparameterised one (its ``score_parts`` carry a score-function correction) gets both.
+The estimators in this package (REINFORCE, NVIL, VIMCO) share:
 
-* :func:`nonreparam_sites` and :func:`score_terms`: which guide sites need scores;
+* :func:`score_sites`: which guide sites need scores (from ``score_parts``);
 * :func:`pathwise_log_w`: ``log p - log q`` whose gradient is the pathwise and direct
-  part (the score sites' own ``log q`` detached, as in the textbook estimator
-  ``(f - b) grad log q``);
+  part (a score site contributes only its entropy term, as in Pyro's ELBOs);
 * :func:`dependency_structure`: for each score site, which model and guide log-density
-  terms depend on it, found once by provenance tracking (the "downstream" terms that
-  NVIL's local learning signals keep);
+  terms depend on it, found by provenance tracking (the "downstream" terms);
+* :func:`slice_signal` and :func:`site_score`: each score site's learning signal holds
+  only the costs downstream of it *within its own plate slices*, the
+  Rao-Blackwellisation Pyro's ``TraceGraph_ELBO`` performs: a local latent's signal
+  carries the costs of its own data point, not those of the other points nor of global
+  sites it does not influence;
 * :class:`RunningMoments`: running mean and variance as device buffers updated in
   place, never read back to the host.
 
-All signals are per data point (shape ``(K, P)``, see :mod:`.traces`): each data point's
-score is multiplied by its own learning signal only, which is the Rao-Blackwellisation
-over the data plate (other points' terms are independent of its latents).
+Signals are laid out as ``(K, P)`` (see :mod:`ppl_dgm.traces`) when that layout is the
+site's own plate slices (a site of the data plate in a model with per-point weights, or
+a global site); otherwise at the site's own batch shape.
 """
 
 from __future__ import annotations
@@ -31,18 +35,41 @@ import torch
 from pyro import poutine
 from pyro.ops.provenance import get_provenance, track_provenance
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.trace_struct import Trace
+from pyro.poutine.util import site_is_subsample
 from torch import nn
 
-from ..traces import Traces, data_frame, latent_sites, observed_sites
+from ..particles import PairCache
+from ..sites import PARTICLE_PLATE, data_frame, data_plate_name, is_factor, sum_to_frames
+from ..traces import Traces, as_call, latent_sites, observed_sites
 
-__all__ = ["DependencyStructure", "RunningMoments", "dependency_structure", "module_key",
-           "nonreparam_sites", "pathwise_log_w", "score_terms", "total"]
+__all__ = ["DependencyStructure", "RunningMoments", "StructureCache", "dependency_structure",
+           "module_key", "nonreparam_sites", "partially_reparameterised", "pathwise_log_w",
+           "point_features", "score_sites", "score_sum", "site_score", "slice_signal",
+           "slices_are_points", "total"]
 
 
 def nonreparam_sites(guide_trace) -> tuple[str, ...]:
     """Latent guide sites whose distributions cannot be reparameterised."""
     return tuple(n for n in latent_sites(guide_trace)
                  if not getattr(guide_trace.nodes[n]["fn"], "has_rsample", False))
+
+
+def score_sites(tr: Traces) -> tuple[str, ...]:
+    """Guide sites whose ``score_parts`` have a score-function term, in guide order."""
+    return tuple(tr.scores)
+
+
+def partially_reparameterised(tr: Traces) -> tuple[str, ...]:
+    """Score sites that also have ``rsample``: reparameterised with a score-function
+    correction in their ``score_parts`` (e.g. a rejection-sampled Gamma)."""
+    return tuple(s for s in tr.scores if getattr(tr.guide_trace.nodes[s]["fn"], "has_rsample",
+                                                 False))
+
+
+def score_sum(tr: Traces, sites: Sequence[str]) -> torch.Tensor:
+    """The score-function terms of ``sites`` summed per (particle, point), ``(K, P)``."""
+    return total([tr.reduce(tr.scores[s], tr.guide_trace.nodes[s]) for s in sites], tr.log_w)
 
 
 def total(terms: Sequence[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
@@ -53,22 +80,90 @@ def total(terms: Sequence[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like) if out is None else out
 
 
-def score_terms(tr: Traces, sites: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Per-point ``log q`` of each score site, ``(K, P)``, differentiable."""
-    return {s: tr.guide_terms[s] for s in sites}
-
-
 def pathwise_log_w(tr: Traces, sites: Sequence[str]) -> torch.Tensor:
-    """``log p - log q`` per (particle, point) with the score sites' ``log q`` detached.
+    """``log p - log q`` per (particle, point) whose gradient leaves the score sites'
+    score-function parts out.
 
     Its value is ``tr.log_w``.  Its gradient holds ``grad log p`` for the model and the
-    pathwise gradient through every reparameterised guide sample; the direct term
-    ``-grad log q(h)`` of a score site, whose expectation is zero, is left out.
+    pathwise gradient through every reparameterised guide sample; a score site
+    contributes its entropy term only (zero for a non-reparameterised site: the direct
+    term ``-grad log q(h)``, whose expectation is zero, is left out, as in the textbook
+    estimator ``(f - b) grad log q``).
     """
     detached = set(sites)
-    log_q = total([t.detach() if n in detached else t for n, t in tr.guide_terms.items()],
-                  tr.log_p)
-    return tr.log_p - log_q
+    terms = []
+    for n, t in tr.guide_terms.items():
+        if n not in detached:
+            terms.append(t)
+        elif n in tr.entropies and tr.entropies[n].requires_grad:
+            e = tr.entropies[n]
+            terms.append(e + (t - e).detach())
+        else:
+            terms.append(t.detach())
+    return tr.log_p - total(terms, tr.log_p)
+
+
+def slices_are_points(tr: Traces, site: str) -> bool:
+    """Whether the ``(K, P)`` layout is exactly ``site``'s plate slices."""
+    frames = {f.name for f in tr.guide_trace.nodes[site]["cond_indep_stack"]
+              if f.vectorized and f.name != PARTICLE_PLATE}
+    return (tr.per_point and frames == {tr.data_plate}) or not frames
+
+
+def point_features(tr: Traces) -> torch.Tensor | None:
+    """The observed data of each point of the data plate, flattened, ``(B, F)`` (the
+    inputs of per-point baselines); None without a data plate.  For the zoo's programs
+    this is the data batch ``x`` itself."""
+    feats = []
+    for name in tr.observed:
+        site = tr.model_trace.nodes[name]
+        frame = data_frame(site, tr.data_plate)
+        if frame is None or is_factor(site):
+            continue
+        v = site["value"]
+        axis = v.dim() - site["fn"].event_dim + frame.dim
+        if axis < 0:
+            continue
+        v = v.movedim(axis, 0)
+        feats.append(v if v.dim() == 2 else v.reshape(v.shape[0], -1))
+    if not feats:
+        return None
+    x = feats[0] if len(feats) == 1 else torch.cat(feats, -1)
+    return x if x.is_floating_point() else x.float()
+
+
+def slice_signal(tr: Traces, structure: DependencyStructure | None, site: str, *,
+                 local: bool = True) -> torch.Tensor:
+    """``site``'s learning signal: the model terms minus the guide terms downstream of it
+    (all terms when ``local`` is False or ``site`` was not tracked), each summed within
+    the plate slices of ``site``.  ``(K, P)`` or the site's batch shape (see
+    :func:`site_score`), with gradients (detach it for a signal)."""
+    tracked = local and structure is not None and site in structure.model
+    model_names = structure.model[site] if tracked else tuple(tr.model_terms)
+    guide_names = structure.guide[site] if tracked else tuple(tr.guide_terms)
+    if slices_are_points(tr, site):
+        return (total([tr.model_terms[n] for n in model_names], tr.log_p)
+                - total([tr.guide_terms[n] for n in guide_names], tr.log_p))
+    node = tr.guide_trace.nodes[site]
+    p = [sum_to_frames(tr.model_full[n], tr.model_trace.nodes[n], node) for n in model_names]
+    q = [sum_to_frames(tr.guide_full[n], tr.guide_trace.nodes[n], node) for n in guide_names]
+    out = None
+    for t in p:
+        out = t if out is None else out + t
+    for t in q:
+        out = -t if out is None else out - t
+    return torch.zeros_like(tr.scores[site]) if out is None else out
+
+
+def site_score(tr: Traces, site: str) -> tuple[torch.Tensor, bool]:
+    """``site``'s score-function term in the layout of its :func:`slice_signal`, and
+    whether that layout is ``(K, P)`` (to be averaged over particles with the other
+    per-point terms) rather than the site's batch shape (to be summed and divided by
+    the number of particles)."""
+    score = tr.scores[site]
+    if slices_are_points(tr, site):
+        return tr.reduce(score, tr.guide_trace.nodes[site]), True
+    return score, False
 
 
 # ---------------------------------------------------------------------------- structure
@@ -108,15 +203,23 @@ def _provenance_of_log_prob(site) -> frozenset:
 
 
 @torch.no_grad()
-def dependency_structure(model, guide, x) -> DependencyStructure:
+def dependency_structure(model, guide, args=(), kwargs=None, *,
+                         subsamples=None) -> DependencyStructure:
     """Run model and guide once with provenance tracking and read the dependencies.
 
     Tracking wraps tensors in :class:`pyro.ops.provenance.ProvenanceTensor` (slow), so
-    this runs once per model/guide pair and the training step reuses the result.
+    this runs once per model/guide pair and set of site names (see
+    :class:`StructureCache`), and the training step reuses the result.  ``subsamples``
+    (a trace) replays the plates' subsample indices of a step, so that the tracked run
+    has the step's site names.
     """
+    args, kwargs = as_call(args, kwargs)
+    if subsamples is not None:
+        guide = poutine.replay(guide, trace=subsamples)
     with pyro.validation_enabled(False), _TrackScoreSites():
-        guide_tr = poutine.trace(guide).get_trace(x)
-        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x)
+        guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(
+            *args, **kwargs)
     sites = nonreparam_sites(guide_tr)
     model_dep: dict[str, list[str]] = {s: [] for s in sites}
     guide_dep: dict[str, list[str]] = {s: [] for s in sites}
@@ -130,6 +233,7 @@ def dependency_structure(model, guide, x) -> DependencyStructure:
         if s not in guide_dep[s]:
             guide_dep[s].append(s)
     upstream = {s: tuple(a for a in sites if a != s and s in guide_dep[a]) for s in sites}
+    plate = data_plate_name(model_tr)
     event_sizes, data_only = {}, {}
     for s in sites:
         site = guide_tr.nodes[s]
@@ -137,19 +241,43 @@ def dependency_structure(model, guide, x) -> DependencyStructure:
         event_sizes[s] = int(torch.Size(event_shape).numel())
         # the value is batched by the data plate alone: (B, *event_shape)
         data_only[s] = (site["value"].dim() - len(event_shape) == 1
-                        and data_frame(site) is not None)
-    per_point = all(data_frame(tr.nodes[n]) is not None
-                    for tr in (guide_tr, model_tr) for n in latent_sites(tr))
+                        and data_frame(site, plate) is not None)
+    per_point = plate is not None and all(data_frame(tr.nodes[n], plate) is not None
+                                          for tr in (guide_tr, model_tr)
+                                          for n in latent_sites(tr))
     return DependencyStructure(sites, {s: tuple(v) for s, v in model_dep.items()},
                                {s: tuple(v) for s, v in guide_dep.items()}, per_point,
                                upstream, event_sizes, data_only)
 
 
-def local_signal(tr: Traces, structure: DependencyStructure, site: str) -> torch.Tensor:
-    """``sum`` of the model terms minus the guide terms downstream of ``site``, ``(K, P)``."""
-    p = total([tr.model_terms[n] for n in structure.model[site]], tr.log_p)
-    q = total([tr.guide_terms[n] for n in structure.guide[site]], tr.log_p)
-    return p - q
+class StructureCache:
+    """Dependency structures per model, guide and set of site names.
+
+    Programs whose site names change between calls (``for i in pyro.plate("seq", n,
+    subsample_size=m): pyro.sample(f"z_{i}", ...)``) get one structure per set of
+    names seen (at most ``limit`` kept); a new set is tracked once, replaying the
+    step's subsample indices."""
+
+    def __init__(self, limit: int = 64):
+        self._pairs = PairCache()
+        self.limit = limit
+
+    def get(self, model, guide, tr: Traces, args, kwargs) -> DependencyStructure:
+        table = self._pairs.get(model, guide)
+        if table is None:
+            table = {}
+            self._pairs.set(model, guide, table)
+        key = (tuple(tr.model_terms), tuple(tr.guide_terms))
+        if key not in table:
+            if len(table) >= self.limit:
+                table.pop(next(iter(table)))
+            subsamples = Trace()
+            for name, site in tr.guide_trace.nodes.items():
+                if site_is_subsample(site):
+                    subsamples.add_node(name, **site)
+            table[key] = dependency_structure(model, guide, args, kwargs,
+                                              subsamples=subsamples)
+        return table[key]
 
 
 # ---------------------------------------------------------------------------- running stats

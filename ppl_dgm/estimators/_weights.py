@@ -87,29 +87,33 @@ class PathwiseReweighting:
     def __init__(self, nesting: int):
         self.nesting = nesting
         self._factors: torch.Tensor | None = None
+        self._plate: str | None = None
 
-    def set_factors(self, factors: torch.Tensor) -> None:
-        self._factors = factors.detach()
+    def set_factors(self, factors: torch.Tensor, plate: str | None) -> None:
+        """The ``(K, P)`` factors, and the data plate (``Traces.data_plate``)."""
+        self._factors, self._plate = factors.detach(), plate
 
-    def hook(self, name: str, site: dict) -> torch.Tensor | None:
+    def hook(self, name: str, site: dict, particle: int | None = None) -> torch.Tensor | None:
         value = site["value"]
         if not site["fn"].has_rsample or not value.requires_grad:
-            return None
+            return None                       # no pathwise gradient (or none wanted)
         shaped = value.view_as(value)
-        shaped.register_hook(lambda g: g * self._expand(g, site))
+        shaped.register_hook(lambda g: g * self._expand(g, site, particle))
         return shaped
 
-    def _expand(self, grad: torch.Tensor, site: dict) -> torch.Tensor:
-        """Broadcast the ``(K, P)`` factors to a sample's shape."""
+    def _expand(self, grad: torch.Tensor, site: dict, particle: int | None) -> torch.Tensor:
+        """Broadcast the ``(K, P)`` factors (one particle's ``(P,)`` when the particles
+        ran one by one) to a sample's shape."""
         f = self._factors
         if f is None:
             raise RuntimeError("PathwiseReweighting.set_factors was not called before the "
                                "backward pass")
-        event_dim = site["fn"].event_dim
-        batch_dims = grad.dim() - event_dim
-        n = self.nesting + 1
+        batch_dims = grad.dim() - site["fn"].event_dim
         shape = [1] * grad.dim()
-        shape[batch_dims - n] = f.shape[0]
-        if f.shape[1] > 1:
-            shape[batch_dims + data_frame(site).dim] = f.shape[1]
+        if particle is None:
+            shape[batch_dims - (self.nesting + 1)] = f.shape[0]
+        else:
+            f = f[particle]
+        if f.shape[-1] > 1:
+            shape[batch_dims + data_frame(site, self._plate).dim] = f.shape[-1]
         return f.reshape(shape)

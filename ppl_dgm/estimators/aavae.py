@@ -51,6 +51,7 @@ from pyro import poutine
 
 from ..errors import IncompatibleEstimatorError
 from ..nn import as_sizes, mlp
+from ..traces import data_argument
 from ._adversarial import alternating_groups, check_n_critic, discriminator_loss
 from .base import Estimator, LossParts
 
@@ -101,8 +102,8 @@ class AAVAE(Estimator):
     def __init__(self, *, num_particles: int = 1, discriminator: torch.nn.Module | None = None,
                  disc_hidden: Sequence[int] | int | str = (128,),
                  disc_activation: str = "leaky_relu", weight_real: bool = True,
-                 n_critic: int | None = None, max_plate_nesting: int | None = None):
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+                 n_critic: int | None = None, **options):
+        super().__init__(num_particles=num_particles, **options)
         self.disc_hidden = as_sizes(disc_hidden)
         self.disc_activation = disc_activation
         mlp(1, self.disc_hidden, 1, activation=disc_activation)  # validate the options now
@@ -137,8 +138,9 @@ class AAVAE(Estimator):
     def active_groups(self, step: int) -> frozenset[str] | None:
         return alternating_groups(step, self.n_critic, _ADVERSARY, _VAE)
 
-    def check(self, model, guide, x) -> None:
-        super().check(model, guide, x)
+    def check(self, model, guide, *args, **kwargs) -> None:
+        x = data_argument(args, kwargs)
+        super().check(model, guide, *args, **kwargs)
         tr = self.traces(model, guide, x[: min(2, x.shape[0])], num_particles=1)
         if not tr.per_point:
             raise IncompatibleEstimatorError(
@@ -146,10 +148,12 @@ class AAVAE(Estimator):
                 f"every latent must live in the model's 'data' plate; {list(tr.latents)} "
                 f"include a global latent. Use 'elbo' for this model")
 
-    def prepare(self, model, guide, x) -> None:
+    def prepare(self, model, guide, *args, **kwargs) -> None:
+        x = data_argument(args, kwargs)
         self.build_discriminator(x[0].numel(), device=x.device)
 
-    def surrogate(self, model, guide, x) -> LossParts:
+    def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
+        x = data_argument(args, kwargs)
         if self.discriminator is None:
             self.build_discriminator(x[0].numel(), device=x.device)
         n = x.shape[0]

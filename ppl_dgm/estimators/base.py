@@ -6,6 +6,14 @@ pieces whose sum is a single scalar.  The gradient of that scalar with respect t
 parameter group (model, guide, auxiliary networks) is exactly the update the algorithm
 prescribes for that group; ``detach`` does the routing.  Detached metrics (bounds,
 learning signals) travel beside the parts without any host synchronisation.
+
+The ``pyro.infer.ELBO`` contract holds for every estimator: :meth:`Estimator.loss`
+returns the loss (minus the objective) without gradient machinery;
+:meth:`~Estimator.differentiable_loss` returns a tensor whose *value* is the loss and
+whose *gradient* is the surrogate's (the surrogate enters as ``s - s.detach()``);
+:meth:`~Estimator.loss_and_grads` backpropagates the surrogate and returns the loss.
+Each entry point validates the model and guide first (once per pair) and builds what
+the estimator keeps for them.
 """
 
 from __future__ import annotations
@@ -18,8 +26,9 @@ import pyro
 import torch
 from pyro.infer import ELBO
 
+from .. import particles
 from ..errors import IncompatibleEstimatorError
-from ..traces import Traces, guess_plate_nesting, latent_sites, run_traces
+from ..traces import Traces, as_call, guess_plate_nesting, latent_sites
 
 __all__ = ["Estimator", "LossParts"]
 
@@ -49,11 +58,26 @@ class Estimator(ELBO):
     """Base class of every ppl_dgm estimator.
 
     Subclasses implement :meth:`surrogate`.  Capability flags say which models they
-    can train; :meth:`check` enforces them before any training starts.
+    can train; :meth:`check` enforces them before any training starts and
+    :meth:`prepare` builds what the estimator keeps for a model and guide.
 
     Auxiliary networks and running statistics live in ``self.aux`` (an
     ``nn.Module``): they are moved with :meth:`to`, saved with checkpoints and trained
     by the same optimiser as the model and guide.
+
+    Keyword options of :class:`pyro.infer.ELBO`, accepted by every estimator:
+
+    * ``num_particles``: honoured (samples per data point);
+    * ``max_plate_nesting``: honoured; ``None`` or ``inf`` (Pyro's default) has it
+      found by a trial run of model and guide;
+    * ``vectorize_particles``: ``None`` (default) vectorises the particles when the
+      programs allow it (a trial run decides, see :mod:`ppl_dgm.particles`), ``True``
+      always vectorises, ``False`` runs the particles one by one;
+    * ``retain_graph``: honoured by :meth:`loss_and_grads`;
+    * ``strict_enumeration_warning``, ``ignore_jit_warnings``, ``jit_options``,
+      ``tail_adaptive_beta``, ``max_iarange_nesting``: accepted and ignored (no
+      estimator here enumerates or compiles; sites marked for enumeration are refused
+      by name).
     """
 
     name: ClassVar[str] = "estimator"
@@ -62,68 +86,119 @@ class Estimator(ELBO):
     needs_likelihood: ClassVar[bool] = True
     min_particles: ClassVar[int] = 1
 
-    def __init__(self, *, num_particles: int = 1, max_plate_nesting: int | None = None):
-        if not isinstance(num_particles, int) or num_particles < self.min_particles:
+    def __init__(self, *, num_particles: int = 1, max_plate_nesting: float | None = None,
+                 vectorize_particles: bool | None = None,
+                 strict_enumeration_warning: bool = True, ignore_jit_warnings: bool = False,
+                 jit_options: dict | None = None, retain_graph: bool | None = None,
+                 tail_adaptive_beta: float = -1.0, max_iarange_nesting: float | None = None):
+        if isinstance(num_particles, bool) or not isinstance(num_particles, int) \
+                or num_particles < self.min_particles:
             raise ValueError(
                 f"{type(self).__name__} needs num_particles >= {self.min_particles}, "
                 f"got {num_particles!r}")
-        super().__init__(num_particles=num_particles,
-                         max_plate_nesting=float("inf") if max_plate_nesting is None
-                         else max_plate_nesting,
-                         vectorize_particles=True)
-        self._nesting = max_plate_nesting
+        if max_plate_nesting is None and max_iarange_nesting is not None:
+            max_plate_nesting = max_iarange_nesting
+        if max_plate_nesting is not None and max_plate_nesting != float("inf") and (
+                max_plate_nesting != int(max_plate_nesting) or max_plate_nesting < 0):
+            raise ValueError(f"max_plate_nesting must be a non-negative integer (or None / "
+                             f"inf to find it by a trial run), got {max_plate_nesting!r}")
+        if vectorize_particles not in (None, True, False):
+            raise ValueError(f"vectorize_particles must be None (decided by a trial run), "
+                             f"True or False, got {vectorize_particles!r}")
+        super().__init__(num_particles=num_particles, max_plate_nesting=float("inf"),
+                         vectorize_particles=bool(vectorize_particles),
+                         strict_enumeration_warning=strict_enumeration_warning,
+                         ignore_jit_warnings=ignore_jit_warnings, jit_options=jit_options,
+                         retain_graph=retain_graph, tail_adaptive_beta=tail_adaptive_beta)
+        self._nesting = None if max_plate_nesting in (None, float("inf")) \
+            else int(max_plate_nesting)
+        self._vectorize = vectorize_particles
+        self._ready = particles.PairCache()
         self.aux = torch.nn.Module()
 
     # ------------------------------------------------------------------ protocol
-    def surrogate(self, model: Callable, guide: Callable, x: torch.Tensor) -> LossParts:
+    def surrogate(self, model: Callable, guide: Callable, *args, **kwargs) -> LossParts:
+        """The routed surrogate and detached metrics for one call of the programs,
+        ``model(*args, **kwargs)`` and ``guide(*args, **kwargs)``."""
         raise NotImplementedError
 
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        return self.surrogate(model, guide, _data_arg(args, kwargs)).total
+    def setup(self, model, guide, *args, **kwargs) -> None:
+        """:meth:`check` then :meth:`prepare`, once per model and guide pair."""
+        if self._ready.get(model, guide):
+            return
+        with pyro.validation_enabled(True):
+            self.check(model, guide, *args, **kwargs)
+        self.prepare(model, guide, *args, **kwargs)
+        self._ready.set(model, guide, True)
+
+    def _parts(self, model, guide, args, kwargs) -> LossParts:
+        self.setup(model, guide, *args, **kwargs)
+        return self.surrogate(model, guide, *args, **kwargs)
 
     def loss(self, model, guide, *args, **kwargs) -> float:
-        _register_params(model, guide, self.aux)
+        """The loss (minus the objective) of one draw, without gradients."""
         with torch.no_grad():
-            parts = self.surrogate(model, guide, _data_arg(args, kwargs))
+            parts = self._parts(model, guide, args, kwargs)
         return -float(parts.metrics["objective"])
 
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """A tensor whose value is the loss and whose gradient is the surrogate's."""
+        parts = self._parts(model, guide, args, kwargs)
+        total = parts.total
+        value = -parts.metrics["objective"].detach()
+        if not total.requires_grad:
+            return value
+        return value + (total - total.detach())
+
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        """Backpropagate the surrogate and return the loss.  When nothing trainable
+        reaches the surrogate there is nothing to backpropagate (as in Pyro)."""
         _register_params(model, guide, self.aux)
-        parts = self.surrogate(model, guide, _data_arg(args, kwargs))
-        parts.total.backward()
+        parts = self._parts(model, guide, args, kwargs)
+        total = parts.total
+        if total.requires_grad:
+            total.backward(retain_graph=self.retain_graph)
         return -float(parts.metrics["objective"])
 
     def _get_trace(self, model, guide, args, kwargs):  # pyro.infer.ELBO's abstract hook
         raise NotImplementedError("ppl_dgm estimators build their traces with run_traces")
 
     # ------------------------------------------------------------------ helpers
-    def traces(self, model, guide, x, *, num_particles: int | None = None, **kw) -> Traces:
-        """Run model and guide with this estimator's particle count (see run_traces)."""
-        nesting = self.plate_nesting(model, guide, x)
+    def traces(self, model, guide, args=(), kwargs=None, *, num_particles: int | None = None,
+               **options) -> Traces:
+        """Run model and guide with this estimator's particle count (see run_traces),
+        vectorised when the programs allow it."""
+        args, kwargs = as_call(args, kwargs)
+        nesting = self.plate_nesting(model, guide, args, kwargs)
         k = self.num_particles if num_particles is None else num_particles
-        return run_traces(model, guide, x, num_particles=k, nesting=nesting, **kw)
+        return particles.run_particles(model, guide, args, kwargs, num_particles=k,
+                                       nesting=nesting, vectorize=self._vectorize, **options)
 
-    def plate_nesting(self, model, guide, x) -> int:
+    def plate_nesting(self, model, guide, args=(), kwargs=None) -> int:
         """Plate dimensions used by model and guide (guessed once by a trial run)."""
         if self._nesting is None:
-            self._nesting = guess_plate_nesting(model, guide, x)
+            self._nesting = guess_plate_nesting(model, guide, args, kwargs)
         return self._nesting
 
-    def prepare(self, model, guide, x) -> None:
+    def prepare(self, model, guide, *args, **kwargs) -> None:
         """Build what this estimator keeps for ``model`` and ``guide`` (auxiliary
         networks sized by the data, running statistics).  Idempotent; validates nothing
         (that is :meth:`check`).  Runs before the optimiser is built, so the same
         optimiser trains what it builds."""
 
-    def check(self, model, guide, x) -> None:
+    def check(self, model, guide, *args, **kwargs) -> None:
         """Fail early if this estimator cannot train ``model`` with ``guide``.
 
         Names the offending site and lists the registered estimators that can.
         """
-        tr = self.traces(model, guide, x, num_particles=1).guide_trace
+        self.check_traces(self.traces(model, guide, args, kwargs, num_particles=1))
+
+    def check_traces(self, tr: Traces) -> None:
+        """The checks of :meth:`check` on one run's traces."""
+        check_no_enumeration(tr)
         if self.needs_reparam:
-            for name in latent_sites(tr):
-                fn = tr.nodes[name]["fn"]
+            for name in latent_sites(tr.guide_trace):
+                fn = tr.guide_trace.nodes[name]["fn"]
                 if not getattr(fn, "has_rsample", False):
                     raise IncompatibleEstimatorError(
                         f"estimator {self.name!r} needs reparameterised latents, but the "
@@ -182,10 +257,14 @@ def _register_params(model, guide, aux) -> None:
             pyro.module(name, module)
 
 
-def _data_arg(args, kwargs) -> torch.Tensor:
-    if args:
-        return args[0]
-    if "x" in kwargs:
-        return kwargs["x"]
-    raise TypeError("estimators are called as loss(model, guide, x): pass the data batch "
-                    "as the first argument or as x=...")
+def check_no_enumeration(tr: Traces) -> None:
+    """Refuse sites marked for enumeration: no estimator here enumerates."""
+    for label, trace in (("guide", tr.guide_trace), ("model", tr.model_trace)):
+        for name in latent_sites(trace):
+            mark = trace.nodes[name]["infer"].get("enumerate")
+            if mark:
+                raise IncompatibleEstimatorError(
+                    f"the {label}'s site {name!r} is marked for enumeration (infer="
+                    f"{{'enumerate': {mark!r}}}); ppl_dgm's estimators sample every latent. "
+                    f"Remove the mark (and config_enumerate), or sum the site out with "
+                    f"pyro.infer.TraceEnum_ELBO")

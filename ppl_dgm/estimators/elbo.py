@@ -8,6 +8,7 @@ import torch
 from torch.distributions import kl_divergence
 
 from ..traces import Traces
+from ._score import partially_reparameterised, score_sum
 from .base import Estimator, LossParts
 
 __all__ = ["ELBO", "analytic_log_w", "elbo_objective"]
@@ -39,19 +40,23 @@ class ELBO(Estimator):
     name: ClassVar[str] = "elbo"
 
     def __init__(self, *, num_particles: int = 1, analytic_kl: bool = False, stl: bool = False,
-                 max_plate_nesting: int | None = None):
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+                 **options):
+        super().__init__(num_particles=num_particles, **options)
         if analytic_kl and stl:
             raise ValueError("analytic_kl=True and stl=True cannot be combined: STL changes "
                              "the Monte Carlo log q term that the analytic KL replaces")
         self.analytic_kl = analytic_kl
         self.stl = stl
 
-    def surrogate(self, model, guide, x) -> LossParts:
-        tr = self.traces(model, guide, x, detach_guide_params=self.stl)
+    def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
+        tr = self.traces(model, guide, args, kwargs, detach_guide_params=self.stl)
         log_w = analytic_log_w(tr) if self.analytic_kl else tr.log_w
         objective = tr.scale * elbo_objective(log_w).sum()
         value = objective.detach()
+        partial = partially_reparameterised(tr)
+        if partial:     # their score-function parts (fully discrete sites are refused)
+            correction = (score_sum(tr, partial) * tr.log_w.detach()).mean(0)
+            objective = objective + tr.scale * correction.sum()
         return LossParts({"elbo": -objective}, {"objective": value, "elbo": value})
 
 

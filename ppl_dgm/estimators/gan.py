@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from ..traces import data_argument
 from ._adversarial import (
     CRITIC_GROUPS,
     GENERATOR_GROUPS,
@@ -82,8 +83,8 @@ class GAN(Estimator):
     default_loss: ClassVar[str] = "minimax"
 
     def __init__(self, *, loss: str | None = None, n_critic: int | None = None,
-                 instance_noise: float = 0.0, max_plate_nesting: int | None = None):
-        super().__init__(max_plate_nesting=max_plate_nesting)
+                 instance_noise: float = 0.0, **options):
+        super().__init__(**options)
         loss = self.default_loss if loss is None else loss
         if loss not in LOSSES:
             raise ValueError(f"loss={loss!r} is unknown; choose one of {LOSSES}")
@@ -94,11 +95,13 @@ class GAN(Estimator):
     def active_groups(self, step: int) -> frozenset[str] | None:
         return alternating_groups(step, self.n_critic, CRITIC_GROUPS, GENERATOR_GROUPS)
 
-    def check(self, model, guide, x) -> None:
+    def check(self, model, guide, *args, **kwargs) -> None:
+        x = data_argument(args, kwargs)
         check_generator(model, x, self.name)
         check_discriminator(guide, x, self.name)
 
-    def surrogate(self, model, guide, x) -> LossParts:
+    def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
+        x = data_argument(args, kwargs)
         game = gan_game(model, guide, x, instance_noise=self.instance_noise)
         loss_d = discriminator_loss(game.real, game.fake)
         loss_g = generator_loss(game.generator, self.loss_type)

@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import torch
 
+from ._score import partially_reparameterised, score_sum
 from ._weights import PathwiseReweighting, dreg_factors, log_mean_exp, weighted_log_w
 from .base import Estimator, LossParts
 
@@ -55,21 +56,26 @@ class IWAE(Estimator):
     name: ClassVar[str] = "iwae"
 
     def __init__(self, *, num_particles: int = 5, dreg: bool = False,
-                 max_plate_nesting: int | None = None):
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+                 **options):
+        super().__init__(num_particles=num_particles, **options)
         self.dreg = dreg
 
-    def surrogate(self, model, guide, x) -> LossParts:
+    def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
         if not self.dreg:
-            tr = self.traces(model, guide, x)
-            bound = tr.scale * iwae_bound(tr.log_w).sum()
+            tr = self.traces(model, guide, args, kwargs)
+            per_point = iwae_bound(tr.log_w)
+            bound = tr.scale * per_point.sum()
             value = bound.detach()
+            partial = partially_reparameterised(tr)
+            if partial:     # their score-function parts (fully discrete sites are refused)
+                correction = per_point.detach() * score_sum(tr, partial).sum(0)
+                bound = bound + tr.scale * correction.sum()
             return LossParts({"iwae": -bound}, {"objective": value, "iwae": value})
-        reweight = PathwiseReweighting(self.plate_nesting(model, guide, x))
-        tr = self.traces(model, guide, x, detach_guide_params=True,
+        reweight = PathwiseReweighting(self.plate_nesting(model, guide, args, kwargs))
+        tr = self.traces(model, guide, args, kwargs, detach_guide_params=True,
                          guide_value_hook=reweight.hook)
         log_w = tr.log_w
-        reweight.set_factors(dreg_factors(log_w, "iwae"))
+        reweight.set_factors(dreg_factors(log_w, "iwae"), tr.data_plate)
         surrogate = -tr.scale * iwae_dreg_surrogate(log_w).sum()
         bound = tr.scale * iwae_bound(log_w.detach()).sum()
         return LossParts({"iwae_dreg": surrogate}, {"objective": bound, "iwae": bound})

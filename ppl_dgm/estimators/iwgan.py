@@ -30,6 +30,7 @@ from typing import ClassVar
 import torch
 from torch.nn import functional as F
 
+from ..traces import data_argument
 from ._adversarial import (
     CRITIC_GROUPS,
     GENERATOR_GROUPS,
@@ -86,8 +87,8 @@ class IWGAN(Estimator):
 
     def __init__(self, *, num_particles: int = 1, group: str = "particles",
                  n_critic: int | None = None, instance_noise: float = 0.0,
-                 max_plate_nesting: int | None = None):
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+                 **options):
+        super().__init__(num_particles=num_particles, **options)
         if group not in GROUPS:
             raise ValueError(f"group={group!r} is unknown; choose one of {GROUPS}")
         self.group = group
@@ -97,14 +98,16 @@ class IWGAN(Estimator):
     def active_groups(self, step: int) -> frozenset[str] | None:
         return alternating_groups(step, self.n_critic, CRITIC_GROUPS, GENERATOR_GROUPS)
 
-    def check(self, model, guide, x) -> None:
+    def check(self, model, guide, *args, **kwargs) -> None:
+        x = data_argument(args, kwargs)
         check_generator(model, x, self.name)
         check_discriminator(guide, x, self.name)
 
     def _grouped(self, logits_gen: torch.Tensor) -> torch.Tensor:
         return logits_gen.reshape(-1, 1) if self.group == "batch" else logits_gen
 
-    def surrogate(self, model, guide, x) -> LossParts:
+    def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
+        x = data_argument(args, kwargs)
         game = gan_game(model, guide, x, num_particles=self.num_particles,
                         instance_noise=self.instance_noise)
         loss_d = discriminator_loss(game.real, game.fake)

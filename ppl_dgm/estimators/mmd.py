@@ -22,6 +22,7 @@ from typing import ClassVar
 import torch
 
 from ..kernels import median_distance, mmd2
+from ..traces import data_argument
 from ._adversarial import check_generator, generate
 from .base import Estimator, LossParts
 
@@ -58,8 +59,8 @@ class MMD(Estimator):
 
     def __init__(self, *, sigmas: Sequence[float] | None = None,
                  median_multiples: Sequence[float] = MEDIAN_MULTIPLES, unbiased: bool = False,
-                 num_generated: int | None = None, max_plate_nesting: int | None = None):
-        super().__init__(max_plate_nesting=max_plate_nesting)
+                 num_generated: int | None = None, **options):
+        super().__init__(**options)
         if sigmas is not None:
             sigmas = [float(s) for s in (sigmas if isinstance(sigmas, (list, tuple))
                                          else [sigmas])]
@@ -76,7 +77,8 @@ class MMD(Estimator):
             raise ValueError(f"num_generated must be >= 2, got {num_generated}")
         self.num_generated = None if num_generated is None else int(num_generated)
 
-    def check(self, model, guide, x) -> None:
+    def check(self, model, guide, *args, **kwargs) -> None:
+        x = data_argument(args, kwargs)
         check_generator(model, x, self.name)
 
     def bandwidths(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,7 +86,8 @@ class MMD(Estimator):
             return self.aux.sigmas
         return median_distance(x.reshape(x.shape[0], -1)).detach() * self.aux.median_multiples
 
-    def surrogate(self, model, guide, x) -> LossParts:
+    def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
+        x = data_argument(args, kwargs)
         fake = generate(model, self.num_generated or x.shape[0])
         value = mmd2(fake, x, self.bandwidths(x), unbiased=self.unbiased)
         return LossParts({"mmd2": value}, {"objective": -value.detach(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -11,7 +10,14 @@ import torch
 
 from ..nn import as_sizes
 from ._baselines import SiteBaselines
-from ._score import DependencyStructure, dependency_structure, local_signal, pathwise_log_w
+from ._score import (
+    DependencyStructure,
+    StructureCache,
+    pathwise_log_w,
+    score_sites,
+    site_score,
+    slice_signal,
+)
 from .base import Estimator, LossParts
 
 __all__ = ["NVIL", "NVILSiteTerms", "nvil_signal", "nvil_site_terms"]
@@ -115,8 +121,8 @@ class NVIL(Estimator):
                  baseline: bool = True, centering: bool = True,
                  variance_normalization: bool = True, alpha: float = 0.8,
                  baseline_hidden: Sequence[int] | int | str = (100,),
-                 baseline_input: str = "upstream", max_plate_nesting: int | None = None):
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+                 baseline_input: str = "upstream", **options):
+        super().__init__(num_particles=num_particles, **options)
         if not 0.0 <= alpha < 1.0:
             raise ValueError(f"alpha={alpha} must lie in [0, 1) (the paper uses 0.8)")
         self.local_signals = bool(local_signals)
@@ -130,50 +136,55 @@ class NVIL(Estimator):
                                  moments=self.centering or self.variance_normalization,
                                  alpha=self.alpha, hidden=self.baseline_hidden,
                                  inputs=baseline_input)
-        self._structure: DependencyStructure | None = None
-        self._structure_for: tuple[weakref.ref, weakref.ref] | None = None
+        self._structures = StructureCache()
 
     # ------------------------------------------------------------------ set-up
-    def prepare(self, model, guide, x) -> None:
-        self._prepare(model, guide, x)
+    def prepare(self, model, guide, *args, **kwargs) -> None:
+        with torch.no_grad():
+            tr = self.traces(model, guide, args, kwargs, num_particles=1)
+        self._structure(model, guide, tr, args, kwargs)
 
-    def _prepare(self, model, guide, x) -> DependencyStructure:
-        seen = self._structure_for
-        if seen is not None and seen[0]() is model and seen[1]() is guide:
-            return self._structure
-        structure = dependency_structure(model, guide, x)
-        self._structure, self._structure_for = structure, (weakref.ref(model), weakref.ref(guide))
-        self.aux.build(structure, x)
+    def _structure(self, model, guide, tr, args, kwargs) -> DependencyStructure:
+        structure = self._structures.get(model, guide, tr, args, kwargs)
+        self.aux.build(structure, tr)           # baselines of sites not seen before
         return structure
 
     # ------------------------------------------------------------------ step
-    def surrogate(self, model, guide, x) -> LossParts:
-        structure = self._prepare(model, guide, x)
-        tr = self.traces(model, guide, x)
-        log_w = pathwise_log_w(tr, structure.sites)
+    def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
+        tr = self.traces(model, guide, args, kwargs)
+        sites = score_sites(tr)
+        structure = self._structure(model, guide, tr, args, kwargs)
+        per_point = pathwise_log_w(tr, sites)
         full = tr.log_w.detach()
         update = torch.is_grad_enabled()
-        per_point = log_w
-        baseline_loss = None
+        k = tr.num_particles
+        extra = baseline_loss = None
         metrics: dict[str, torch.Tensor] = {}
-        for s in structure.sites:
-            signal = (local_signal(tr, structure, s) if self.local_signals else full).detach()
+        for s in sites:
+            signal = slice_signal(tr, structure, s, local=self.local_signals).detach()
+            score, points = site_score(tr, s)
             c, scale = self.aux.center_scale(s, centering=self.centering,
                                              normalization=self.variance_normalization)
-            b = self.aux.predict(tr, structure, s, x)
-            terms = nvil_site_terms(signal, tr.guide_terms[s], b, c, scale)
+            b = self.aux.predict(tr, structure, s, signal)
+            terms = nvil_site_terms(signal, score, b, c, scale)
             if terms.baseline_loss is not None:
-                term = terms.baseline_loss.mean(0).sum()
+                term = terms.baseline_loss.mean(0).sum() if points \
+                    else terms.baseline_loss.sum() / k
                 baseline_loss = term if baseline_loss is None else baseline_loss + term
             if update:
                 self.aux.update_(s, signal - (0.0 if b is None else b.detach()))
-            per_point = per_point + terms.score
+            if points:
+                per_point = per_point + terms.score
+            else:
+                term = terms.score.sum() / k
+                extra = term if extra is None else extra + term
             metrics[f"signal_{self.aux.key(s)}"] = terms.learning.mean()
-        objective = tr.scale * per_point.mean(0).sum()
+        objective = per_point.mean(0).sum()
+        objective = tr.scale * (objective if extra is None else objective + extra)
         value = tr.scale * full.mean(0).sum()
         metrics.update(objective=value, elbo=value)
         parts = {"nvil": -objective}
         if baseline_loss is not None:
             parts["baseline"] = baseline_loss
-            metrics["baseline_mse"] = baseline_loss.detach() / x.shape[0]
+            metrics["baseline_mse"] = baseline_loss.detach() / (tr.batch_size or 1)
         return LossParts(parts, metrics)

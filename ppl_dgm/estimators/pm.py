@@ -25,6 +25,7 @@ import torch
 from pyro import poutine
 
 from ..errors import IncompatibleEstimatorError
+from ..traces import data_argument
 from ._adversarial import (
     CRITIC_GROUPS,
     GENERATOR_GROUPS,
@@ -115,8 +116,8 @@ class PredictabilityMinimization(Estimator):
     needs_likelihood: ClassVar[bool] = False
 
     def __init__(self, *, reconstruction: float = 1.0, n_critic: int | None = None,
-                 max_plate_nesting: int | None = None):
-        super().__init__(max_plate_nesting=max_plate_nesting)
+                 **options):
+        super().__init__(**options)
         if not reconstruction >= 0:
             raise ValueError(f"reconstruction must be >= 0, got {reconstruction!r}")
         self.reconstruction = float(reconstruction)
@@ -125,7 +126,8 @@ class PredictabilityMinimization(Estimator):
     def active_groups(self, step: int) -> frozenset[str] | None:
         return alternating_groups(step, self.n_critic, CRITIC_GROUPS, GENERATOR_GROUPS)
 
-    def check(self, model, guide, x) -> None:
+    def check(self, model, guide, *args, **kwargs) -> None:
+        x = data_argument(args, kwargs)
         n = min(2, x.shape[0])
         xb = x[:n]
         try:
@@ -167,7 +169,8 @@ class PredictabilityMinimization(Estimator):
                 f"estimator 'pm': guide {type(guide).__name__} predicts shape "
                 f"{tuple(pred.shape)} for a code of shape {tuple(code.shape)}")
 
-    def surrogate(self, model, guide, x) -> LossParts:
+    def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
+        x = data_argument(args, kwargs)
         tr = poutine.trace(model).get_trace(x)
         code = tr.nodes[CODE_SITE]["value"]
         err_predictors = prediction_error(_predictions(guide, code.detach()), code.detach())

@@ -80,13 +80,13 @@ class ReweightedWakeSleep(Estimator):
 
     def __init__(self, *, num_particles: int = 5, guide_update: str = "wake",
                  mixture_weight: float = 0.5, dream_batch_size: int | None = None,
-                 max_plate_nesting: int | None = None):
+                 **options):
         if isinstance(num_particles, int) and num_particles < 2:
             raise ValueError(
                 f"ReweightedWakeSleep needs num_particles >= 2, got {num_particles}: with one "
                 f"particle the normalised weight is 1 and the wake-phase guide gradient has "
                 f"mean zero. For one sample per point use WakeSleep ('ws')")
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+        super().__init__(num_particles=num_particles, **options)
         if guide_update not in GUIDE_UPDATES:
             raise ValueError(f"guide_update={guide_update!r} is unknown; choose one of "
                              f"{GUIDE_UPDATES}")
@@ -101,8 +101,8 @@ class ReweightedWakeSleep(Estimator):
     def _wake_weight(self) -> float:
         return {"wake": 1.0, "sleep": 0.0}.get(self.guide_update, self.mixture_weight)
 
-    def surrogate(self, model, guide, x) -> LossParts:
-        tr = self.traces(model, guide, x, guide_value_hook=detached_sample)
+    def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
+        tr = self.traces(model, guide, args, kwargs, guide_value_hook=detached_sample)
         log_p, log_q = tr.log_p, tr.log_q
         obj = rws_objectives(log_p, log_q)
         w = obj.weights
@@ -114,15 +114,19 @@ class ReweightedWakeSleep(Estimator):
         if a > 0.0:
             parts["wake_guide"] = -a * tr.scale * obj.guide.sum()
         if a < 1.0:
-            sleep, score = sleep_term(model, guide, self.dream_batch_size or x.shape[0],
-                                      nesting=self.plate_nesting(model, guide, x),
-                                      num_points=tr.scale * x.shape[0])
+            n = tr.batch_size or 1
+            sleep, score = sleep_term(model, guide, self.dream_batch_size or n,
+                                      nesting=self.plate_nesting(model, guide, args, kwargs),
+                                      num_points=tr.scale * n, call=(args, kwargs),
+                                      wake=tr.model_trace)
             parts["sleep_guide"] = -(1.0 - a) * sleep
             metrics["sleep_log_q"] = score.log_q.detach().mean()
         return LossParts(parts, metrics)
 
-    def check(self, model, guide, x) -> None:
-        super().check(model, guide, x)
+    def check(self, model, guide, *args, **kwargs) -> None:
+        tr = self.traces(model, guide, args, kwargs, num_particles=1)
+        self.check_traces(tr)
         if self._wake_weight < 1.0:
-            score_dream(guide, dream(model, self.dream_batch_size or x.shape[0]),
-                        nesting=self.plate_nesting(model, guide, x))
+            score_dream(guide, dream(model, self.dream_batch_size or tr.batch_size or 1,
+                                     call=(args, kwargs), wake=tr.model_trace),
+                        nesting=self.plate_nesting(model, guide, args, kwargs))

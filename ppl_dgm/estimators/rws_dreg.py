@@ -48,15 +48,15 @@ class DRegRWS(Estimator):
     needs_reparam: ClassVar[bool] = True
     min_particles: ClassVar[int] = 2
 
-    def __init__(self, *, num_particles: int = 5, max_plate_nesting: int | None = None):
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+    def __init__(self, *, num_particles: int = 5, **options):
+        super().__init__(num_particles=num_particles, **options)
 
-    def surrogate(self, model, guide, x) -> LossParts:
-        reweight = PathwiseReweighting(self.plate_nesting(model, guide, x))
-        tr = self.traces(model, guide, x, detach_guide_params=True,
+    def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
+        reweight = PathwiseReweighting(self.plate_nesting(model, guide, args, kwargs))
+        tr = self.traces(model, guide, args, kwargs, detach_guide_params=True,
                          guide_value_hook=reweight.hook)
         log_w = tr.log_w
-        reweight.set_factors(dreg_factors(log_w, "rws"))
+        reweight.set_factors(dreg_factors(log_w, "rws"), tr.data_plate)
         surrogate = -tr.scale * weighted_log_w(log_w).sum()
         bound = tr.scale * log_mean_exp(log_w.detach(), 0).sum()
         return LossParts({"rws_dreg": surrogate}, {"objective": bound, "iwae": bound})

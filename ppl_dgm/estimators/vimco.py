@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from ._score import nonreparam_sites, score_terms, total
+from ._score import score_sites, score_sum
 from ._weights import log_mean_exp
 from .base import Estimator, LossParts
 
@@ -71,20 +71,19 @@ class VIMCO(Estimator):
     needs_reparam: ClassVar[bool] = False
     min_particles: ClassVar[int] = 2
 
-    def __init__(self, *, num_particles: int = 5, max_plate_nesting: int | None = None):
+    def __init__(self, *, num_particles: int = 5, **options):
         if not isinstance(num_particles, int) or num_particles < 2:
             raise ValueError(
                 f"VIMCO needs num_particles >= 2 (its baseline for each sample is built from "
                 f"the other samples of the same data point), got num_particles="
                 f"{num_particles!r}; use e.g. VIMCO(num_particles=5), or NVIL/REINFORCE for "
                 f"one sample per point")
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+        super().__init__(num_particles=num_particles, **options)
 
-    def surrogate(self, model, guide, x) -> LossParts:
-        tr = self.traces(model, guide, x)
-        sites = nonreparam_sites(tr.guide_trace)
+    def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
+        tr = self.traces(model, guide, args, kwargs)
         log_w = tr.log_w
-        score = total(list(score_terms(tr, sites).values()), log_w)
+        score = score_sum(tr, score_sites(tr))
         per_point = vimco_surrogate(log_w, score)
         bound = tr.scale * log_mean_exp(log_w.detach(), 0).sum()
         return LossParts({"vimco": -tr.scale * per_point.sum()},

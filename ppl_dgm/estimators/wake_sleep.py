@@ -27,7 +27,8 @@ class WakeSleep(Estimator):
     *Wake*: draw ``h_k ~ q(h | x)`` for each data point and ascend
     ``(1/K) sum_k log p(x, h_k)`` in the model's parameters.  *Sleep*: dream
     ``(h, x) ~ p(h) p(x | h)`` by running the model unconditioned
-    (``model(None, batch_size=n)``) and ascend ``log q(h | x)`` in the guide's
+    (``model(None, batch_size=n)``, or any program with its observed sites
+    unconditioned) and ascend ``log q(h | x)`` in the guide's
     parameters.  Two objectives, one scalar: the guide samples are detached in the wake
     term and the dreams are drawn without gradient, so the wake term reaches only the
     model and the sleep term only the guide.  Wake-sleep follows no single objective;
@@ -52,27 +53,30 @@ class WakeSleep(Estimator):
     needs_reparam: ClassVar[bool] = False
 
     def __init__(self, *, num_particles: int = 1, dream_batch_size: int | None = None,
-                 max_plate_nesting: int | None = None):
-        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+                 **options):
+        super().__init__(num_particles=num_particles, **options)
         self.dream_batch_size = check_dream_batch_size(dream_batch_size)
 
-    def wake_traces(self, model, guide, x) -> Traces:
+    def wake_traces(self, model, guide, args=(), kwargs=None) -> Traces:
         """Model and guide traces with the guide's samples detached."""
-        return self.traces(model, guide, x, guide_value_hook=detached_sample)
+        return self.traces(model, guide, args, kwargs, guide_value_hook=detached_sample)
 
-    def surrogate(self, model, guide, x) -> LossParts:
-        tr = self.wake_traces(model, guide, x)
+    def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
+        tr = self.wake_traces(model, guide, args, kwargs)
         wake = tr.scale * wake_model_objective(tr.log_p).sum()
-        sleep, score = sleep_term(model, guide, self.dream_batch_size or x.shape[0],
-                                  nesting=self.plate_nesting(model, guide, x),
-                                  num_points=tr.scale * x.shape[0])
+        n = tr.batch_size or 1
+        sleep, score = sleep_term(model, guide, self.dream_batch_size or n,
+                                  nesting=self.plate_nesting(model, guide, args, kwargs),
+                                  num_points=tr.scale * n, call=(args, kwargs),
+                                  wake=tr.model_trace)
         elbo = (tr.scale * tr.log_w.mean(0).sum()).detach()
         return LossParts({"wake_model": -wake, "sleep_guide": -sleep},
                          {"objective": elbo, "elbo": elbo,
                           "sleep_log_q": score.log_q.detach().mean()})
 
-    def check(self, model, guide, x) -> None:
-        super().check(model, guide, x)
-        score_dream(guide, dream(model, self.dream_batch_size or x.shape[0]),
-                    nesting=self.plate_nesting(model, guide, x))
-
+    def check(self, model, guide, *args, **kwargs) -> None:
+        tr = self.traces(model, guide, args, kwargs, num_particles=1)
+        self.check_traces(tr)
+        score_dream(guide, dream(model, self.dream_batch_size or tr.batch_size or 1,
+                                 call=(args, kwargs), wake=tr.model_trace),
+                    nesting=self.plate_nesting(model, guide, args, kwargs))

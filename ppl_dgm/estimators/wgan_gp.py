@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import torch
 
+from ..traces import data_argument
 from ._adversarial import (
     CRITIC_GROUPS,
     GENERATOR_GROUPS,
@@ -79,8 +80,8 @@ class WGANGP(Estimator):
     needs_likelihood: ClassVar[bool] = False
 
     def __init__(self, *, penalty: float = 10.0, n_critic: int | None = 5,
-                 max_plate_nesting: int | None = None):
-        super().__init__(max_plate_nesting=max_plate_nesting)
+                 **options):
+        super().__init__(**options)
         if not penalty >= 0:
             raise ValueError(f"penalty must be >= 0, got {penalty!r}")
         self.penalty = float(penalty)
@@ -89,11 +90,13 @@ class WGANGP(Estimator):
     def active_groups(self, step: int) -> frozenset[str] | None:
         return alternating_groups(step, self.n_critic, CRITIC_GROUPS, GENERATOR_GROUPS)
 
-    def check(self, model, guide, x) -> None:
+    def check(self, model, guide, *args, **kwargs) -> None:
+        x = data_argument(args, kwargs)
         check_generator(model, x, self.name)
         check_discriminator(guide, x, self.name)
 
-    def surrogate(self, model, guide, x) -> LossParts:
+    def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
+        x = data_argument(args, kwargs)
         n = x.shape[0]
         fake = generate(model, n)
         scores = discriminator_logits(guide, torch.cat([x, fake.detach()]))
