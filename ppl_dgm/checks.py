@@ -1,9 +1,11 @@
 """Checks run once before training, so bad input fails before any work is lost.
 
-:func:`check_model_data` runs the model unconditioned and compares the data with what
-the model generates (width, support); :func:`check_pair` runs model and guide together
-and compares their latent sites; :func:`check_setup` does both and asks the estimator.
-They run with Pyro's validation on and never inside the training step.
+:func:`check_model_data` compares the data with the model's observed sites (shape,
+support): a zoo model (``model(None, batch_size=n)``) by what it generates, any other
+program by running it on the data; :func:`check_pair` runs model and guide together and
+compares their latent sites; :func:`check_setup` does both and asks the estimator.  They
+run with Pyro's validation on and never inside the training step.  A program's own error
+during a check is reported with the call that raised it.
 """
 
 from __future__ import annotations
@@ -13,17 +15,29 @@ import torch
 from pyro import poutine
 
 from .errors import DataError, SiteMismatchError
-from .traces import OBS_SITE, latent_sites
+from .particles import program_name
+from .programs import ProgramCall, generates_with_batch_size
+from .traces import OBS_SITE, data_frame, data_plate_name, is_factor, latent_sites, observed_sites
 
 __all__ = ["check_model_data", "check_pair", "check_setup"]
 
 
-def _name(obj) -> str:
-    return type(obj).__name__
+_name = program_name
 
 
-def check_model_data(model, x: torch.Tensor, *, site: str = OBS_SITE) -> None:
-    """The model's observed site must generate data shaped like ``x`` and support it."""
+def _bind(call: ProgramCall | None, x):
+    return ((x,), {}) if call is None else call.bind(x)
+
+
+def _shape(x) -> str:
+    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def check_model_data(model, x: torch.Tensor, *, site: str = OBS_SITE,
+                     call: ProgramCall | None = None) -> None:
+    """The model's observed sites must take data shaped like ``x`` and support it."""
+    if call not in (None, ProgramCall()) or not generates_with_batch_size(model):
+        return _check_observed(model, x, call)
     n = min(2, x.shape[0])
     try:
         with torch.no_grad():
@@ -42,7 +56,37 @@ def check_model_data(model, x: torch.Tensor, *, site: str = OBS_SITE) -> None:
             f"data points have shape {tuple(x.shape[1:])} but model {_name(model)} generates "
             f"{site!r} with shape {generated}; build the model for this data (e.g. "
             f"x_dim={x.shape[1]}) or pass matching data")
-    ok = fn.support.check(x)
+    _check_support(fn, x, site, None)
+
+
+def _check_observed(model, x, call) -> None:
+    """Any program: run it on the data and compare each observed site's distribution
+    shape and support with its value."""
+    xb = x
+    args, kwargs = _bind(call, xb)
+    try:
+        with torch.no_grad():
+            tr = poutine.trace(model).get_trace(*args, **kwargs)
+    except Exception as e:  # the user's program: report what failed, keep the cause
+        raise DataError(f"running model {_name(model)} on a data batch of shape "
+                        f"{_shape(xb)} raised {type(e).__name__}: {e}; is the model built "
+                        f"for this data (its width, dtype, the argument carrying it)?") from e
+    observed = [n for n in observed_sites(tr) if not is_factor(tr.nodes[n])]
+    for name in observed:
+        node = tr.nodes[name]
+        fn, value = node["fn"], node["value"]
+        expected = tuple(fn.batch_shape) + tuple(fn.event_shape)
+        if tuple(value.shape) != expected:
+            raise DataError(
+                f"model {_name(model)}'s observed site {name!r} has a distribution of shape "
+                f"{expected} (batch {tuple(fn.batch_shape)} + event {tuple(fn.event_shape)}) "
+                f"but observes a value of shape {tuple(value.shape)}; build the model for "
+                f"this data or check its plates and .to_event()")
+        _check_support(fn, value, name, node)
+
+
+def _check_support(fn, value, name, node) -> None:
+    ok = fn.support.check(value)
     while ok.dim() > 1:
         ok = ok.all(-1)
     if not bool(ok.all()):
@@ -52,22 +96,30 @@ def check_model_data(model, x: torch.Tensor, *, site: str = OBS_SITE) -> None:
                 "x = (x > 0.5).float(), or use a Gaussian likelihood)"
                 if "Bernoulli" in type(base).__name__ else "")
         raise DataError(f"{len(bad)} data points lie outside the support of the model's "
-                        f"{site!r} distribution {type(base).__name__} (support "
+                        f"{name!r} distribution {type(base).__name__} (support "
                         f"{fn.support}); first rows {bad[:5].tolist()}{hint}")
 
 
-def check_pair(model, guide, x: torch.Tensor) -> None:
-    """The guide must sample exactly the model's latent sites, with matching shapes."""
+def check_pair(model, guide, x: torch.Tensor, *, call: ProgramCall | None = None) -> None:
+    """The guide must sample exactly the model's latent sites, with matching shapes, in
+    the model's data plate where the model's site is."""
     xb = x[: min(2, x.shape[0])]
+    args, kwargs = _bind(call, xb)
     try:
         with torch.no_grad():
-            guide_tr = poutine.trace(guide).get_trace(xb)
+            guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
     except Exception as e:
         raise SiteMismatchError(f"running guide {_name(guide)} on a batch of shape "
-                                f"{tuple(xb.shape)} failed ({type(e).__name__}: {e}); a guide "
-                                f"is called as guide(x) with the model's data") from e
-    with torch.no_grad():
-        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(xb)
+                                f"{_shape(xb)} failed ({type(e).__name__}: {e}); a guide "
+                                f"is called with the model's arguments") from e
+    try:
+        with torch.no_grad():
+            model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(
+                *args, **kwargs)
+    except Exception as e:
+        raise SiteMismatchError(f"running model {_name(model)} on the guide's samples failed "
+                                f"({type(e).__name__}: {e}); check that the guide samples "
+                                f"each latent with the shape the model expects") from e
     m_lat, g_lat = latent_sites(model_tr), latent_sites(guide_tr)
     missing = [s for s in m_lat if s not in g_lat]
     extra = [s for s in g_lat if s not in m_lat]
@@ -89,17 +141,28 @@ def check_pair(model, guide, x: torch.Tensor) -> None:
                 f"site {s!r}: the guide samples shape {g_shape} but the model's distribution "
                 f"has shape {m_shape} (batch {tuple(m['fn'].batch_shape)} + event "
                 f"{tuple(m['fn'].event_shape)}); check plates and .to_event()")
-    if OBS_SITE in model_tr.nodes and not model_tr.nodes[OBS_SITE]["is_observed"]:
+    plate = data_plate_name(model_tr)
+    for s in m_lat:
+        if data_frame(model_tr.nodes[s], plate) is not None and \
+                data_frame(guide_tr.nodes[s], plate) is None:
+            raise SiteMismatchError(
+                f"site {s!r} lies in the model's data plate {plate!r} but the guide samples "
+                f"it outside that plate; sample it inside pyro.plate({plate!r}, ...) in the "
+                f"guide too, so that each data point has its own weights")
+    if OBS_SITE in model_tr.nodes and not model_tr.nodes[OBS_SITE]["is_observed"] \
+            and call in (None, ProgramCall()):
         raise SiteMismatchError(f"model {_name(model)} did not observe site {OBS_SITE!r} when "
                                 f"given data; pass obs=x to pyro.sample({OBS_SITE!r}, ...)")
 
 
-def check_setup(model, guide, estimator, x: torch.Tensor) -> None:
+def check_setup(model, guide, estimator, x: torch.Tensor, *,
+                call: ProgramCall | None = None) -> None:
     """All checks before training: data against model, guide against model, estimator."""
     with pyro.validation_enabled(True):
         if getattr(estimator, "needs_likelihood", True):
-            check_model_data(model, x)
-            check_pair(model, guide, x)
-        xb = x[: min(2, x.shape[0])]
-        estimator.check(model, guide, xb)
-        estimator.prepare(model, guide, xb)
+            if call is None or call.data_arg is not None:
+                check_model_data(model, x, call=call)
+            check_pair(model, guide, x, call=call)
+        args, kwargs = _bind(call, x[: min(2, x.shape[0])])
+        estimator.check(model, guide, *args, **kwargs)
+        estimator.prepare(model, guide, *args, **kwargs)

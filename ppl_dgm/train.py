@@ -23,7 +23,9 @@ from .checkpoints import apply_checkpoint, latest_checkpoint, load_checkpoint, s
 from .checks import check_setup
 from .data import Dataset, check_data
 from .errors import DataError, NonFiniteLossError
+from .estimators.base import Estimator
 from .evaluate import bound
+from .programs import ProgramCall, trainable
 
 __all__ = ["FitResult", "StepFunction", "fit", "make_optimizer", "resolve_device"]
 
@@ -52,9 +54,12 @@ def make_optimizer(modules: Mapping[str, object], *, name: str = "adam", lr: flo
     unknown = set(lr_groups) - set(modules)
     if unknown:
         raise ValueError(f"lr_groups names {sorted(unknown)}; groups are {sorted(modules)}")
-    groups = []
+    groups, seen = [], set()
     for role, module in modules.items():
-        params = [p for p in module.parameters() if p.requires_grad]
+        # a tensor shared by two programs (one network in model and guide) sits in the
+        # group of the first
+        params = [p for p in module.parameters() if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for p in params)
         if params:
             groups.append({"params": params, "lr": lr_groups.get(role, lr), "name": role})
     if not groups:
@@ -75,14 +80,21 @@ class StepFunction:
     with the host, so it can be recorded in a CUDA graph.
     """
 
-    def __init__(self, model, guide, estimator, optimizer):
+    def __init__(self, model, guide, estimator, optimizer, call: ProgramCall | None = None):
         self.model, self.guide, self.estimator, self.optimizer = model, guide, estimator, optimizer
+        self.call = None if call is None or call == ProgramCall() else call
         self._groups = {g.get("name"): g for g in optimizer.param_groups}
+        self._aux = {id(p) for p in estimator.parameters()}
 
     def __call__(self, x: torch.Tensor, step: int
                  ) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
         self.optimizer.zero_grad(set_to_none=True)
-        parts = self.estimator.surrogate(self.model, self.guide, x)
+        if self.call is None:
+            parts = self.estimator.surrogate(self.model, self.guide, x)
+        else:
+            args, kwargs = self.call.bind(x)
+            parts = self.estimator.surrogate(self.model, self.guide, *args, **kwargs)
+        self._adopt_new_parameters()
         total = parts.total
         total.backward()
         active = self.estimator.active_groups(step)
@@ -93,6 +105,23 @@ class StepFunction:
                         p.grad = None
         self.optimizer.step()
         return total.detach(), parts.metrics
+
+    def _adopt_new_parameters(self) -> None:
+        # An estimator may build state for sites first seen during training (programs
+        # whose site names change between steps): train it from then on.
+        params = list(self.estimator.parameters())
+        if len(params) == len(self._aux):
+            return
+        new = [p for p in params if id(p) not in self._aux and p.requires_grad]
+        self._aux.update(id(p) for p in params)
+        if new:
+            group = self._groups.get("estimator")
+            if group is None:
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.optimizer.add_param_group({"params": new, "lr": lr, "name": "estimator"})
+                self._groups["estimator"] = self.optimizer.param_groups[-1]
+            else:
+                group["params"].extend(new)
 
 
 @dataclass(frozen=True)
@@ -130,11 +159,23 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         log_every: int = 50, eval_every: int = 0, eval_data: torch.Tensor | None = None,
         eval_particles: int = 1, checkpoint_every: int = 0, resume: bool = False,
         progress: bool = False, meta: dict | None = None,
-        callback: Callable[[int, dict], None] | None = None) -> FitResult:
+        callback: Callable[[int, dict], None] | None = None, args: tuple = (),
+        kwargs: Mapping | None = None, data_arg: int | str | None = 0) -> FitResult:
     """Train ``model`` and ``guide`` with ``estimator`` on ``data``.
 
+    ``model`` and ``guide`` are Pyro programs in any form: ``PyroModule`` or
+    ``nn.Module`` instances, or plain functions (or bound methods) using ``pyro.param``
+    and ``pyro.module``, whose param-store parameters join the same optimiser and
+    checkpoints (see :mod:`ppl_dgm.programs`).
+
     :param data: a :class:`~ppl_dgm.data.Dataset` (its test split becomes the default
-        ``eval_data``) or a tensor ``(N, D)``.
+        ``eval_data``), a tensor ``(N, ...)``, or None for programs that take no data.
+    :param args, kwargs, data_arg: how the programs are called on a minibatch ``x``: by
+        default ``model(x)``; ``data_arg=1, args=(a,)`` calls ``model(a, x)``,
+        ``data_arg="data", kwargs={"w": w}`` calls ``model(data=x, w=w)``, and
+        ``data_arg=None`` calls ``model(*args, **kwargs)`` without data (see
+        :class:`~ppl_dgm.programs.ProgramCall`).  Held-out bounds are computed with the
+        same call.
     :param steps: total optimiser steps (a resumed run continues up to ``steps``).
     :param batch_size: fixed minibatch size; each epoch is a seeded permutation, the
         last incomplete batch is dropped so the batch shape never changes.
@@ -161,22 +202,37 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
     if log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every}")
     dev = resolve_device(device)
-    if isinstance(data, Dataset):
-        train_x = data.train
-        eval_data = data.test if (eval_data is None and data.test.shape[0]) else eval_data
+    call = ProgramCall(tuple(args), dict(kwargs or {}), data_arg)
+    if data is None or data_arg is None:
+        if data is not None or data_arg is not None:
+            raise ValueError("programs without data take data=None and data_arg=None "
+                             "together")
+        train_x, batch_size, eval_data = torch.zeros(1, 1, device=dev), 1, None
     else:
-        train_x = data
-    train_x = check_data(train_x, name="training data").to(dev)
-    if eval_data is not None:
-        eval_data = check_data(eval_data, name="evaluation data").to(dev)
+        if isinstance(data, Dataset):
+            train_x = data.train
+            eval_data = data.test if (eval_data is None and data.test.shape[0]) else eval_data
+        else:
+            train_x = data
+        train_x = check_data(train_x, name="training data").to(dev)
+        if eval_data is not None:
+            eval_data = check_data(eval_data, name="evaluation data").to(dev)
     n = train_x.shape[0]
     if batch_size < 1 or batch_size > n:
         raise ValueError(f"batch_size={batch_size} must be between 1 and the number of "
                          f"training points ({n})")
-    modules = {"model": model, "guide": guide, "estimator": estimator}
+    for m in (model, guide, estimator):
+        if isinstance(m, (torch.nn.Module, Estimator)):
+            m.to(dev)
+    check_setup(model, guide, estimator, train_x[:batch_size], call=call)
+    first_args, first_kwargs = call.bind(train_x[:batch_size])
+    model_params = trainable(model, first_args, first_kwargs)
+    modules = {"model": model_params,
+               "guide": trainable(guide, first_args, first_kwargs,
+                                  exclude=list(model_params.parameters())),
+               "estimator": estimator}
     for m in modules.values():
         m.to(dev)
-    check_setup(model, guide, estimator, train_x[:batch_size])
     if checkpoint_every:
         checkpoint_every = math.ceil(checkpoint_every / log_every) * log_every
 
@@ -206,7 +262,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         return FitResult(steps=start, history=history, run_dir=run_path, checkpoint=last_ckpt,
                          resumed_from=resumed_from)
 
-    step_fn = StepFunction(model, guide, estimator, optimizer)
+    step_fn = StepFunction(model, guide, estimator, optimizer, call)
     per_epoch = n // batch_size
     good_state = _snapshot(modules)
     acc: dict[str, torch.Tensor] = {}
@@ -218,7 +274,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, initial=start, desc=f"{estimator.name}", unit="step")
     epoch, order = -1, None
-    model.train(), guide.train()
+    modules["model"].train(), modules["guide"].train()
     try:
         with pyro.validation_enabled(False):  # validation synchronises with the host
             for step in range(start, steps):
@@ -258,7 +314,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                 if eval_every and eval_data is not None and getattr(
                         estimator, "needs_likelihood", True) and (done % eval_every == 0
                                                                    or done == steps):
-                    heldout = _heldout(model, guide, eval_data, eval_particles)
+                    heldout = _heldout(modules, model, guide, eval_data, eval_particles, call)
                     if heldout is not None:
                         row[f"heldout_bound_k{eval_particles}"] = heldout
                 if callback is not None:
@@ -306,13 +362,13 @@ def _restore(modules, snapshot) -> None:
         m.load_state_dict(snapshot["state"][role])
 
 
-def _heldout(model, guide, x, k) -> float | None:
+def _heldout(modules, model, guide, x, k, call) -> float | None:
     """Mean held-out K-sample bound; None for a model with global latents (its weights
     are joint over the data set, so there is no per-point bound)."""
-    model.eval(), guide.eval()
+    modules["model"].eval(), modules["guide"].eval()
     try:
-        return float(bound(model, guide, x, k).mean())
+        return float(bound(model, guide, x, k, call=call).mean())
     except DataError:
         return None
     finally:
-        model.train(), guide.train()
+        modules["model"].train(), modules["guide"].train()

@@ -21,7 +21,6 @@ of their wake phases.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -32,6 +31,7 @@ from pyro.poutine.util import site_is_subsample
 
 from ..errors import IncompatibleEstimatorError
 from ..particles import program_name
+from ..programs import generates_with_batch_size
 from ..traces import (
     DATA_PLATE,
     OBS_SITE,
@@ -97,16 +97,6 @@ def _must_accept(dream_: Dream | None, latents) -> str:
             f"model's latent sites under the same name inside pyro.plate('data', n), with "
             f"the shape the model gives it. Change the guide so, or train with an estimator "
             f"that never dreams (e.g. 'rws' with guide_update='wake').")
-
-
-def generates_with_batch_size(model) -> bool:
-    """Whether ``model`` is called the zoo's way, ``model(None, batch_size=n)``, to
-    generate ``n`` points (it has a ``batch_size`` parameter)."""
-    fn = model.forward if isinstance(model, torch.nn.Module) else model
-    try:
-        return "batch_size" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def dream(model: Callable, batch_size: int, *, obs_site: str = OBS_SITE,

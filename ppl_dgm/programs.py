@@ -1,0 +1,212 @@
+"""Pyro programs in every form Pyro accepts, made trainable by one torch optimiser.
+
+A model or guide may be
+
+* a ``PyroModule`` or an ``nn.Module`` (its parameters are the module's);
+* a plain function (or a bound method) that creates its parameters with ``pyro.param``
+  and registers networks with ``pyro.module``, as most Pyro tutorials write them.
+
+:func:`trainable` returns what :func:`ppl_dgm.train.fit` needs from either: an object
+with ``parameters()``, ``state_dict()``, ``load_state_dict()``, ``to()``, ``train()`` and
+``eval()``.  For a function it is a :class:`ParamStoreParams` over the entries of Pyro's
+param store that the program touches (found by a parameter-only trace of one call), so
+that those parameters are trained by the same optimiser and saved in the same
+checkpoints as a module's.  Constrained parameters are trained, as in Pyro, through their
+unconstrained tensors.
+
+:class:`ProgramCall` says how a program is called on a minibatch: which argument carries
+the data (``data_arg``, a position or a keyword) and which other arguments go with it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import pyro
+import torch
+from pyro import poutine
+
+__all__ = ["ParamStoreParams", "ProgramCall", "generates_with_batch_size", "param_names",
+           "trainable"]
+
+
+@dataclass(frozen=True)
+class ProgramCall:
+    """How the programs are called on a minibatch ``x``.
+
+    ``data_arg`` is the position of the data among the positional arguments (``0``:
+    ``model(x, *args)``) or the name of a keyword argument (``"data"``:
+    ``model(*args, data=x)``); ``args`` and ``kwargs`` are the other arguments, passed
+    unchanged on every step.  ``data_arg=None`` calls the programs without data."""
+
+    args: tuple = ()
+    kwargs: Mapping = field(default_factory=dict)
+    data_arg: int | str | None = 0
+
+    def __post_init__(self):
+        if self.data_arg is not None and not isinstance(self.data_arg, (int, str)):
+            raise ValueError(f"data_arg must be a position (int), a keyword (str) or None, "
+                             f"got {self.data_arg!r}")
+        if isinstance(self.data_arg, int) and not 0 <= self.data_arg <= len(self.args):
+            raise ValueError(f"data_arg={self.data_arg} is not a position among the "
+                             f"{len(self.args)} other positional arguments plus the data")
+        if isinstance(self.data_arg, str) and self.data_arg in self.kwargs:
+            raise ValueError(f"data_arg={self.data_arg!r} is also given in kwargs")
+
+    def bind(self, x) -> tuple[tuple, dict]:
+        """The ``(args, kwargs)`` of a call on minibatch ``x``."""
+        args, kwargs = list(self.args), dict(self.kwargs)
+        if self.data_arg is None:
+            return tuple(args), kwargs
+        if isinstance(self.data_arg, int):
+            args.insert(self.data_arg, x)
+        else:
+            kwargs[self.data_arg] = x
+        return tuple(args), kwargs
+
+
+def generates_with_batch_size(program) -> bool:
+    """Whether ``program`` is called the zoo's way, ``program(None, batch_size=n)``, to
+    generate ``n`` points (it has a ``batch_size`` parameter)."""
+    fn = program.forward if isinstance(program, torch.nn.Module) else program
+    try:
+        return "batch_size" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def param_names(program, args: tuple = (), kwargs: Mapping | None = None) -> list[str]:
+    """The param-store names a program touches in one call (``pyro.param`` and the
+    parameters ``pyro.module`` registers), in order; creating them if new."""
+    with torch.no_grad(), pyro.validation_enabled(False):
+        tr = poutine.trace(program, param_only=True).get_trace(*args, **dict(kwargs or {}))
+    return [name for name, site in tr.nodes.items() if site["type"] == "param"]
+
+
+class ParamStoreParams:
+    """Module-like access to the param-store entries ``names`` of a program.
+
+    ``parameters()`` yields the unconstrained leaf tensors the optimiser updates;
+    ``state_dict()`` maps the param-store names to them; ``to()`` moves them in place,
+    so that modules registered with ``pyro.module`` (whose parameters *are* those
+    tensors) move with them."""
+
+    def __init__(self, names: list[str], *, modules: list[torch.nn.Module] = ()):
+        self.names = list(names)
+        self.modules = list(modules)
+        self.training = True
+
+    def _store(self):
+        return pyro.get_param_store()
+
+    def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        store = self._store()
+        for name in self.names:
+            yield name, store._params[name]
+
+    def parameters(self) -> Iterator[torch.Tensor]:
+        for _, p in self.named_parameters():
+            yield p
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.named_parameters())
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        missing = [n for n in self.names if n not in state]
+        unexpected = [n for n in state if n not in self.names]
+        if missing or unexpected:
+            raise KeyError(f"param-store state does not fit the program: missing {missing}, "
+                           f"unexpected {unexpected}")
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if p.shape != state[name].shape:
+                    raise ValueError(f"parameter {name!r}: saved shape "
+                                     f"{tuple(state[name].shape)}, program's "
+                                     f"{tuple(p.shape)}")
+                p.copy_(state[name])
+
+    def to(self, device=None, dtype=None) -> ParamStoreParams:
+        for m in self.modules:
+            m.to(device=device, dtype=dtype)
+        with torch.no_grad():
+            for _, p in self.named_parameters():
+                moved = p.data.to(device=device, dtype=dtype)
+                if moved is not p.data:
+                    p.data = moved
+        return self
+
+    def train(self, mode: bool = True) -> ParamStoreParams:
+        self.training = mode
+        for m in self.modules:
+            m.train(mode)
+        return self
+
+    def eval(self) -> ParamStoreParams:
+        return self.train(False)
+
+
+class _ModuleAndStore(torch.nn.Module):
+    """A module program that also touches param-store entries it does not own."""
+
+    def __init__(self, module: torch.nn.Module, extra: ParamStoreParams):
+        super().__init__()
+        self.module = module
+        object.__setattr__(self, "extra", extra)
+
+    def parameters(self, recurse: bool = True):
+        yield from self.module.parameters(recurse)
+        yield from self.extra.parameters()
+
+    def state_dict(self, *args, **kwargs):
+        out = dict(self.module.state_dict())
+        out.update({f"$store.{k}": v for k, v in self.extra.state_dict().items()})
+        return out
+
+    def load_state_dict(self, state, strict: bool = True):
+        own = {k: v for k, v in state.items() if not k.startswith("$store.")}
+        self.module.load_state_dict(own, strict=strict)
+        self.extra.load_state_dict({k[len("$store."):]: v for k, v in state.items()
+                                    if k.startswith("$store.")})
+
+    def to(self, *args, **kwargs):
+        self.module.to(*args, **kwargs)
+        device = kwargs.get("device", args[0] if args else None)
+        self.extra.to(device=device)
+        return self
+
+
+def _names_own_parameter(store_name: str, own: list[str]) -> bool:
+    # A module's own parameters appear in the param store under names derived from their
+    # attribute paths ("W", "decoder.0.weight", "decoder$$$0.weight" for pyro.module);
+    # the stored tensor may belong to an earlier instance of the same class, while the
+    # program computes with its own.  Those are the module's, not extra parameters.
+    name = store_name.replace("$$$", ".")
+    return any(name == n or name.endswith("." + n) for n in own)
+
+
+def trainable(program, args: tuple = (), kwargs: Mapping | None = None,
+              *, exclude=()) -> object:
+    """What the optimiser trains for ``program``: the module itself, or its param-store
+    parameters (see the module docstring).  Parameters in ``exclude`` (another
+    program's, by identity) are left out, so that a network shared by model and guide
+    sits in one parameter group."""
+    excluded = {id(p) for p in exclude}
+    store = pyro.get_param_store()
+    if isinstance(program, torch.nn.Module):
+        try:
+            names = param_names(program, args, kwargs)
+        except Exception:   # not called with the data (a discriminator, predictors): its
+            return program  # parameters are the module's
+
+        owned = {id(p) for p in program.parameters()} | excluded
+        own_names = [n for n, _ in program.named_parameters()]
+        extra = [n for n in names if id(store._params[n]) not in owned
+                 and not _names_own_parameter(n, own_names)]
+        return program if not extra else _ModuleAndStore(program, ParamStoreParams(extra))
+    names = [n for n in param_names(program, args, kwargs)
+             if id(store._params[n]) not in excluded]
+    owner = getattr(program, "__self__", None)
+    modules = [owner] if isinstance(owner, torch.nn.Module) else []
+    return ParamStoreParams(names, modules=modules)
