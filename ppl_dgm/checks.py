@@ -15,8 +15,7 @@ import torch
 from pyro import poutine
 
 from .errors import DataError, SiteMismatchError
-from .particles import program_name
-from .programs import ProgramCall, generates_with_batch_size
+from .programs import ProgramCall, generates_with_batch_size, program_name
 from .traces import OBS_SITE, data_frame, data_plate_name, is_factor, latent_sites, observed_sites
 
 __all__ = ["check_model_data", "check_pair", "check_setup"]

@@ -12,6 +12,7 @@ import torch
 
 from . import registry
 from .errors import CheckpointError, DataError, UnknownNameError
+from .programs import generate, set_training
 from .protocol import sampler
 from .runs import build_from_config, default_run_dir, load_run, start_run_dir
 
@@ -184,9 +185,12 @@ def _train(args) -> int:
     data = load_data(args.data, root=args.data_root, seed=args.seed)
     guide_spec = args.guide or registry.default_guide(args.model)
     config = {
-        "model": args.model, "model_options": parse_options(args.model_opt, "model"),
-        "guide": guide_spec, "guide_options": parse_options(args.guide_opt, "guide"),
-        "estimator": args.estimator, "estimator_options": _estimator_options(args),
+        "model": registry.absolute_spec(args.model),
+        "model_options": parse_options(args.model_opt, "model"),
+        "guide": registry.absolute_spec(guide_spec),
+        "guide_options": parse_options(args.guide_opt, "guide"),
+        "estimator": registry.absolute_spec(args.estimator),
+        "estimator_options": _estimator_options(args),
         "data": args.data, "data_root": args.data_root, "seed": args.seed,
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
     }
@@ -213,7 +217,7 @@ def _train(args) -> int:
           f"({estimator.name}) over the last {args.log_every} steps "
           f"{final.get('objective', float('nan')) / args.batch_size:.3f} per point")
     if estimator.needs_likelihood and data.test.shape[0]:
-        model.eval(), guide.eval()
+        set_training(False, model, guide)
         torch.manual_seed(args.seed)
         try:
             ll = importance_log_likelihood(model, guide, data.test.to(device),
@@ -229,7 +233,7 @@ def _train(args) -> int:
     elif data.test.shape[0] > 1 and sampler(model) is not None:
         from .implicit import evaluate_implicit  # implicit models: sample-based metrics
 
-        model.eval()
+        set_training(False, model)
         ev = evaluate_implicit(model, data, seed=args.seed)
         print(f"test MMD^2 (unbiased, {ev.mmd.n_x} samples vs {ev.mmd.n_y} test points): "
               f"{ev.mmd.mmd2:.5f}, permutation p-value {ev.mmd.p_value:.3f} (training data "
@@ -272,9 +276,10 @@ def _sample(args) -> int:
     run = load_run(args.run_dir)
     torch.manual_seed(args.seed)
     sample = sampler(run.model)
-    if sample is None:
-        raise ValueError(f"model {type(run.model).__name__} has no sample(n) method")
-    x = sample(args.n, mean=not args.binary)
+    if sample is not None:
+        x = sample(args.n, mean=not args.binary)
+    else:  # any program: run it with its observed sites unconditioned
+        x = generate(run.model, args.n, template=run.data.train)
     out = Path(args.out or Path(args.run_dir) / "samples.png")
     save_grid(x.cpu(), out, image_shape=run.data.image_shape)
     print(f"wrote {args.n} samples to {out}")

@@ -24,18 +24,11 @@ from collections.abc import Callable
 import torch
 
 from .errors import ParticleWarning
+from .programs import program_name
 from .sites import latent_sites
 from .traces import as_call, run_traces
 
-__all__ = ["PairCache", "program_name", "run_particles", "vectorizable"]
-
-
-def program_name(program) -> str:
-    """A readable name of a program: its class for a module, else its ``__name__``."""
-    if isinstance(program, torch.nn.Module):
-        return type(program).__name__
-    return getattr(program, "__qualname__", None) or getattr(program, "__name__", None) \
-        or type(program).__name__
+__all__ = ["PairCache", "run_particles", "vectorizable"]
 
 
 def _ref(obj):

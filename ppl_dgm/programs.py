@@ -28,8 +28,11 @@ import pyro
 import torch
 from pyro import poutine
 
-__all__ = ["ParamStoreParams", "ProgramCall", "generates_with_batch_size", "param_names",
-           "trainable"]
+from .sites import data_frame, data_plate_name, is_factor, observed_sites
+from .traces import trace_program
+
+__all__ = ["ParamStoreParams", "ProgramCall", "generate", "generates_with_batch_size",
+           "param_names", "program_name", "set_training", "trainable", "trainables"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,14 @@ class ProgramCall:
         else:
             kwargs[self.data_arg] = x
         return tuple(args), kwargs
+
+
+def program_name(program) -> str:
+    """A readable name of a program: its class for a module, else its ``__name__``."""
+    if isinstance(program, torch.nn.Module):
+        return type(program).__name__
+    return getattr(program, "__qualname__", None) or getattr(program, "__name__", None) \
+        or type(program).__name__
 
 
 def generates_with_batch_size(program) -> bool:
@@ -210,3 +221,50 @@ def trainable(program, args: tuple = (), kwargs: Mapping | None = None,
     owner = getattr(program, "__self__", None)
     modules = [owner] if isinstance(owner, torch.nn.Module) else []
     return ParamStoreParams(names, modules=modules)
+
+
+def trainables(model, guide, args: tuple = (), kwargs: Mapping | None = None) -> dict:
+    """``{"model": ..., "guide": ...}``: what the optimiser trains and checkpoints save for
+    the two programs (see :func:`trainable`), a network shared by both in the model's."""
+    model_params = trainable(model, args, kwargs)
+    return {"model": model_params,
+            "guide": trainable(guide, args, kwargs, exclude=list(model_params.parameters()))}
+
+
+def set_training(mode: bool, *programs) -> None:
+    """``train(mode)`` for the programs that have a training mode (modules, and the
+    modules behind bound methods); plain functions have none."""
+    for p in programs:
+        owner = p if isinstance(p, torch.nn.Module) else getattr(p, "__self__", None)
+        if isinstance(owner, (torch.nn.Module, ParamStoreParams)):
+            owner.train(mode)
+
+
+@torch.no_grad()
+def generate(model, n: int, *, template: torch.Tensor, call: ProgramCall | None = None
+             ) -> torch.Tensor:
+    """``n`` data points drawn by running the model's own program: the zoo's
+    ``model(None, batch_size=n)``, or any program with its observed sites unconditioned
+    (:func:`pyro.poutine.uncondition`) on ``n`` rows of ``template`` data (which fix the
+    batch shape and any inputs, not the values drawn).  Returns the first observed data
+    site's values, points first."""
+    call = call or ProgramCall()
+    args, kwargs = call.bind(template[:2])
+    conditioned = trace_program(model, *args, **kwargs)
+    names = [s for s in observed_sites(conditioned) if not is_factor(conditioned.nodes[s])]
+    if not names:
+        raise ValueError(f"model {program_name(model)} observes no data: there is nothing to "
+                         f"generate")
+    name = names[0]
+    if call == ProgramCall() and generates_with_batch_size(model):
+        tr = trace_program(model, None, batch_size=n)
+    else:
+        rows = template[torch.arange(n, device=template.device) % template.shape[0]]
+        args, kwargs = call.bind(rows)
+        tr = trace_program(poutine.uncondition(model), *args, **kwargs)
+    site = tr.nodes[name]
+    frame = data_frame(site, data_plate_name(conditioned))
+    value = site["value"]
+    if frame is not None:
+        value = value.movedim(value.dim() - site["fn"].event_dim + frame.dim, 0)
+    return value

@@ -8,6 +8,7 @@ name is.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import inspect
 import sys
@@ -50,8 +51,9 @@ from .models import (
 )
 from .protocol import BuildsFromModel, default_guide_name
 
-__all__ = ["DEFAULT_GUIDES", "ESTIMATORS", "GUIDES", "MODELS", "build_estimator", "build_guide",
-           "build_model", "default_guide", "resolve"]
+__all__ = ["DEFAULT_GUIDES", "ESTIMATORS", "GUIDES", "MODELS", "absolute_spec",
+           "build_estimator", "build_guide", "build_model", "default_guide", "file_spec",
+           "resolve"]
 
 MODELS: dict[str, type] = {
     "vae": VAE,
@@ -101,37 +103,77 @@ DEFAULT_GUIDES: dict[str, str] = {
 _TABLES = {"model": MODELS, "guide": GUIDES, "estimator": ESTIMATORS}
 
 
-def _load_from_file(kind: str, spec: str) -> type:
-    path_str, _, cls_name = spec.rpartition(":")
-    path = Path(path_str)
+def _load_from_file(kind: str, spec: str):
+    path_str, _, attr = spec.rpartition(":")
+    path = Path(path_str).expanduser().resolve()
     if not path.is_file():
         raise UnknownNameError(f"{kind} file {path_str!r} does not exist (from {spec!r}; the "
-                               f"form is path/to/file.py:ClassName)")
-    mod_name = f"ppl_dgm_user_{abs(hash(str(path.resolve())))}"
+                               f"form is path/to/file.py:Name, Name a class or a function)")
+    mod_name = f"ppl_dgm_user_{hashlib.sha256(str(path).encode()).hexdigest()[:16]}"
     module = sys.modules.get(mod_name)
     if module is None:
+        folder = str(path.parent)
+        if folder not in sys.path:  # the file's own imports of its neighbours work
+            sys.path.insert(0, folder)
         loader_spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[mod_name] = module
-        loader_spec.loader.exec_module(module)
-    if not hasattr(module, cls_name):
-        public = sorted(n for n, v in vars(module).items()
-                        if inspect.isclass(v) and not n.startswith("_"))
-        raise UnknownNameError(f"{path_str} defines no {cls_name!r}; classes there: {public}")
-    return getattr(module, cls_name)
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as e:  # the user's file: say which and what it raised
+            del sys.modules[mod_name]
+            raise UnknownNameError(f"importing {kind} file {str(path)!r} failed: "
+                                   f"{type(e).__name__}: {e}") from e
+    if not hasattr(module, attr):
+        public = sorted(n for n, v in vars(module).items() if callable(v)
+                        and not n.startswith("_") and getattr(v, "__module__", None) == mod_name)
+        raise UnknownNameError(f"{path_str} defines no {attr!r}; classes and functions there: "
+                               f"{public}")
+    found = getattr(module, attr)
+    if not callable(found):
+        raise UnknownNameError(f"{spec!r} names a {type(found).__name__}, not a class or a "
+                               f"function")
+    return found
 
 
-def resolve(kind: str, spec: str | type) -> type:
-    """The class for a registered name, a ``file.py:Class`` spec, or a class itself."""
-    if inspect.isclass(spec):
+def file_spec(spec: str) -> bool:
+    """Whether ``spec`` has the form ``path/to/file.py:Name``."""
+    return isinstance(spec, str) and ":" in spec and spec.rpartition(":")[0].endswith(".py")
+
+
+def absolute_spec(spec):
+    """A ``file.py:Name`` spec with the file's absolute path (names are kept as they are),
+    so that a run directory works from any working directory."""
+    if not file_spec(spec):
+        return spec
+    path, _, attr = spec.rpartition(":")
+    return f"{Path(path).expanduser().resolve()}:{attr}"
+
+
+def resolve(kind: str, spec):
+    """The class (or, for models and guides, the program function) for a registered name,
+    a ``file.py:Name`` spec, or a class or function itself."""
+    if inspect.isclass(spec) or (kind != "estimator" and callable(spec)
+                                 and not isinstance(spec, str)):
         return spec
     table = _TABLES[kind]
     if spec in table:
         return table[spec]
-    if ":" in spec and spec.rpartition(":")[0].endswith(".py"):
+    if file_spec(spec):
         return _load_from_file(kind, spec)
     raise UnknownNameError(f"unknown {kind} {spec!r}; registered {kind}s: "
-                           f"{', '.join(sorted(table))} (or give path/to/file.py:ClassName)")
+                           f"{', '.join(sorted(table))} (or give path/to/file.py:Name)")
+
+
+def _program(kind: str, found, options: dict):
+    # a plain function is the program itself; options configure classes only
+    if inspect.isclass(found):
+        return None
+    if options:
+        raise ValueError(f"{kind} {getattr(found, '__name__', found)!r} is a function, so it "
+                         f"takes no {kind} options (got {sorted(options)}); options are "
+                         f"passed to classes")
+    return found
 
 
 def _accepts(cls, name: str) -> bool:
@@ -146,6 +188,9 @@ def build_model(spec, *, x_dim: int | None = None, options: dict | None = None):
     """Instantiate a model, passing the data width as ``x_dim`` when it takes one."""
     cls = resolve("model", spec)
     options = dict(options or {})
+    program = _program("model", cls, options)
+    if program is not None:
+        return program
     if x_dim is not None and "x_dim" not in options and _accepts(cls, "x_dim"):
         options["x_dim"] = x_dim
     return cls(**options)
@@ -166,6 +211,9 @@ def build_guide(spec, model, *, options: dict | None = None):
     """Instantiate a guide that fits ``model`` (via ``from_model`` when it has one)."""
     cls = resolve("guide", spec)
     options = dict(options or {})
+    program = _program("guide", cls, options)
+    if program is not None:
+        return program
     if isinstance(cls, BuildsFromModel):
         return cls.from_model(model, **options)
     return cls(**options)

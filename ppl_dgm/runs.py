@@ -32,6 +32,7 @@ from .checkpoints import Checkpoint, apply_checkpoint, load_checkpoint
 from .data import Dataset, load_data
 from .errors import CheckpointError
 from .estimators.base import Estimator
+from .programs import set_training, trainables
 
 __all__ = ["CONFIG_FILE", "BuiltRun", "LoadedRun", "build_from_config", "default_run_dir",
            "load_run", "start_run_dir"]
@@ -109,10 +110,12 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     data = load_data(config["data"], root=config.get("data_root"), seed=config.get("seed", 0))
     built = build_from_config(config, data)
     model, guide, estimator = built.model, built.guide, built.estimator
-    estimator.prepare(model, guide, data.train[:2])  # builds data-sized auxiliary networks
+    x = data.train[:2]
+    estimator.prepare(model, guide, x)  # builds data-sized auxiliary networks
     ckpt = load_checkpoint(path)
-    apply_checkpoint(ckpt, {"model": model, "guide": guide, "estimator": estimator})
-    for m in (model, guide, estimator):
+    modules = {**trainables(model, guide, (x,)), "estimator": estimator}
+    apply_checkpoint(ckpt, modules)
+    for m in modules.values():
         m.to(device)
-    model.eval(), guide.eval()
+    set_training(False, model, guide)
     return LoadedRun(config, data, model, guide, estimator, ckpt)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..evaluate import bound
+from ..programs import set_training
 
 __all__ = ["PeakMemory", "fork_rng", "heldout_bound", "peak_memory", "reset_peak_memory"]
 
@@ -69,8 +70,8 @@ def heldout_bound(model, guide, x: torch.Tensor, *, k: int, seed: int,
     """Mean IWAE-``k`` bound on ``x`` from seed ``seed``, leaving the RNG stream untouched."""
     with fork_rng(device), torch.no_grad():
         torch.manual_seed(seed)
-        model.eval(), guide.eval()
+        set_training(False, model, guide)
         try:
             return float(bound(model, guide, x, k).mean())
         finally:
-            model.train(), guide.train()
+            set_training(True, model, guide)

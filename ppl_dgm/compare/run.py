@@ -46,6 +46,7 @@ from ..errors import IncompatibleEstimatorError
 from ..estimators.base import Estimator
 from ..evaluate import evaluate
 from ..gradvar import gradient_stats
+from ..programs import set_training
 from ..train import fit, resolve_device
 from .config import CompareConfig, check_counts, check_steps, seed_list
 from .inputs import ComparisonData, guide_builder, model_builder, name_of, prepare_data
@@ -312,7 +313,7 @@ def _train_and_measure(label: str, seed: int, start: _RunStart, *, data: Compari
     if bar is not None:
         bar.set_description(f"{label} seed {seed}: final bounds")
     with fork_rng(dev):
-        model.eval(), guide.eval()
+        set_training(False, model, guide)
         ladder = evaluate(model, guide, data.eval_x, num_samples=cfg.eval_samples,
                           ks=(1, cfg.iwae_k), seed=seed).summary
     row["elbo"] = ladder.get("elbo")

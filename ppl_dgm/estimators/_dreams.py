@@ -30,8 +30,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import IncompatibleEstimatorError
-from ..particles import program_name
-from ..programs import generates_with_batch_size
+from ..programs import generates_with_batch_size, program_name
 from ..traces import (
     DATA_PLATE,
     OBS_SITE,
