@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass
 import pyro
 import torch
 
+from .programs import trainables
+
 __all__ = ["GradStats", "Welford", "gradient_stats"]
 
 
@@ -108,7 +110,8 @@ def gradient_stats(model, guide, estimator, x: torch.Tensor, *, num_draws: int =
     :param x: the fixed data batch.
     :param num_draws: gradient draws (at least 2); each is one surrogate evaluation.
     :param groups: role -> module whose parameters form a group (default: the model's
-        and the guide's parameters, ``{"model": model, "guide": guide}``).
+        and the guide's parameters, module or param-store ones, see
+        :func:`ppl_dgm.programs.trainables`).
     :param seed: seed for the draws; the caller's random stream is left untouched
         (the draws run inside :func:`torch.random.fork_rng`).
 
@@ -119,7 +122,7 @@ def gradient_stats(model, guide, estimator, x: torch.Tensor, *, num_draws: int =
     if not isinstance(num_draws, int) or num_draws < 2:
         raise ValueError(f"num_draws must be an integer >= 2 to estimate a variance, got "
                          f"{num_draws!r}")
-    groups = dict(groups) if groups is not None else {"model": model, "guide": guide}
+    groups = dict(groups) if groups is not None else trainables(model, guide, (x,))
     params = {role: [p for p in m.parameters() if p.requires_grad] for role, m in groups.items()}
     flat = [p for ps in params.values() for p in ps]
     stats = {role: Welford(sum(p.numel() for p in ps), device=x.device)

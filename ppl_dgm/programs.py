@@ -32,7 +32,8 @@ from .sites import data_frame, data_plate_name, is_factor, observed_sites
 from .traces import trace_program
 
 __all__ = ["ParamStoreParams", "ProgramCall", "generate", "generates_with_batch_size",
-           "param_names", "program_name", "set_training", "trainable", "trainables"]
+           "param_names", "param_tensors", "program_name", "set_training", "trainable",
+           "trainables"]
 
 
 @dataclass(frozen=True)
@@ -88,50 +89,70 @@ def generates_with_batch_size(program) -> bool:
         return False
 
 
+def param_tensors(program, args: tuple = (), kwargs: Mapping | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """The parameters a program computes with in one call, by param-store name, creating
+    them if new: for ``pyro.param`` the store's unconstrained leaf (what Pyro's
+    optimisers update), for a module's parameter registered by ``pyro.module`` (or a
+    ``PyroModule``) the module's own tensor, which the program uses even when the store
+    holds an older tensor under that name.  The call runs under a forked random state:
+    it changes no later draw."""
+    kwargs = dict(kwargs or {})
+    devices = sorted({a.device.index or 0 for a in [*args, *kwargs.values()]
+                      if isinstance(a, torch.Tensor) and a.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), \
+            pyro.validation_enabled(False):
+        tr = poutine.trace(program, param_only=True).get_trace(*args, **kwargs)
+    store = pyro.get_param_store()
+    out = {}
+    for name, site in tr.nodes.items():
+        if site["type"] != "param":
+            continue
+        init = site["args"][1] if len(site["args"]) > 1 else None
+        out[name] = init if isinstance(init, torch.nn.Parameter) else store._params[name]
+    return out
+
+
 def param_names(program, args: tuple = (), kwargs: Mapping | None = None) -> list[str]:
-    """The param-store names a program touches in one call (``pyro.param`` and the
-    parameters ``pyro.module`` registers), in order; creating them if new."""
-    with torch.no_grad(), pyro.validation_enabled(False):
-        tr = poutine.trace(program, param_only=True).get_trace(*args, **dict(kwargs or {}))
-    return [name for name, site in tr.nodes.items() if site["type"] == "param"]
+    """The param-store names a program touches in one call, in order."""
+    return list(param_tensors(program, args, kwargs))
 
 
 class ParamStoreParams:
-    """Module-like access to the param-store entries ``names`` of a program.
+    """Module-like access to the parameter tensors of a program (see
+    :func:`param_tensors`), by param-store name.
 
-    ``parameters()`` yields the unconstrained leaf tensors the optimiser updates;
-    ``state_dict()`` maps the param-store names to them; ``to()`` moves them in place,
-    so that modules registered with ``pyro.module`` (whose parameters *are* those
-    tensors) move with them."""
+    ``parameters()`` yields the leaf tensors the optimiser updates; ``state_dict()``
+    maps the names to them; ``to()`` moves them in place, so that modules whose
+    parameters they are move with them."""
 
-    def __init__(self, names: list[str], *, modules: list[torch.nn.Module] = ()):
-        self.names = list(names)
+    def __init__(self, tensors: Mapping[str, torch.Tensor], *,
+                 modules: list[torch.nn.Module] = ()):
+        self.tensors = dict(tensors)
         self.modules = list(modules)
         self.training = True
 
-    def _store(self):
-        return pyro.get_param_store()
+    @property
+    def names(self) -> list[str]:
+        return list(self.tensors)
 
     def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
-        store = self._store()
-        for name in self.names:
-            yield name, store._params[name]
+        yield from self.tensors.items()
 
     def parameters(self) -> Iterator[torch.Tensor]:
-        for _, p in self.named_parameters():
-            yield p
+        yield from self.tensors.values()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.named_parameters())
+        return dict(self.tensors)
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        missing = [n for n in self.names if n not in state]
-        unexpected = [n for n in state if n not in self.names]
+        missing = [n for n in self.tensors if n not in state]
+        unexpected = [n for n in state if n not in self.tensors]
         if missing or unexpected:
             raise KeyError(f"param-store state does not fit the program: missing {missing}, "
                            f"unexpected {unexpected}")
         with torch.no_grad():
-            for name, p in self.named_parameters():
+            for name, p in self.tensors.items():
                 if p.shape != state[name].shape:
                     raise ValueError(f"parameter {name!r}: saved shape "
                                      f"{tuple(state[name].shape)}, program's "
@@ -142,7 +163,7 @@ class ParamStoreParams:
         for m in self.modules:
             m.to(device=device, dtype=dtype)
         with torch.no_grad():
-            for _, p in self.named_parameters():
+            for p in self.tensors.values():
                 moved = p.data.to(device=device, dtype=dtype)
                 if moved is not p.data:
                     p.data = moved
@@ -159,7 +180,7 @@ class ParamStoreParams:
 
 
 class _ModuleAndStore(torch.nn.Module):
-    """A module program that also touches param-store entries it does not own."""
+    """A module program that also uses parameters it does not own (``pyro.param``)."""
 
     def __init__(self, module: torch.nn.Module, extra: ParamStoreParams):
         super().__init__()
@@ -188,39 +209,27 @@ class _ModuleAndStore(torch.nn.Module):
         return self
 
 
-def _names_own_parameter(store_name: str, own: list[str]) -> bool:
-    # A module's own parameters appear in the param store under names derived from their
-    # attribute paths ("W", "decoder.0.weight", "decoder$$$0.weight" for pyro.module);
-    # the stored tensor may belong to an earlier instance of the same class, while the
-    # program computes with its own.  Those are the module's, not extra parameters.
-    name = store_name.replace("$$$", ".")
-    return any(name == n or name.endswith("." + n) for n in own)
-
-
 def trainable(program, args: tuple = (), kwargs: Mapping | None = None,
               *, exclude=()) -> object:
-    """What the optimiser trains for ``program``: the module itself, or its param-store
-    parameters (see the module docstring).  Parameters in ``exclude`` (another
-    program's, by identity) are left out, so that a network shared by model and guide
-    sits in one parameter group."""
+    """What the optimiser trains for ``program``: the module (a module program, or the
+    module behind a bound method) with any parameters it uses but does not own, or for
+    a function the tensors it computes with (see the module docstring).  Tensors in
+    ``exclude`` (another program's, by identity) are left out, so that a network shared
+    by model and guide sits in one parameter group."""
     excluded = {id(p) for p in exclude}
-    store = pyro.get_param_store()
-    if isinstance(program, torch.nn.Module):
+    owner = program if isinstance(program, torch.nn.Module) \
+        else getattr(program, "__self__", None)
+    if isinstance(owner, torch.nn.Module):
         try:
-            names = param_names(program, args, kwargs)
+            tensors = param_tensors(program, args, kwargs)
         except Exception:   # not called with the data (a discriminator, predictors): its
-            return program  # parameters are the module's
-
-        owned = {id(p) for p in program.parameters()} | excluded
-        own_names = [n for n, _ in program.named_parameters()]
-        extra = [n for n in names if id(store._params[n]) not in owned
-                 and not _names_own_parameter(n, own_names)]
-        return program if not extra else _ModuleAndStore(program, ParamStoreParams(extra))
-    names = [n for n in param_names(program, args, kwargs)
-             if id(store._params[n]) not in excluded]
-    owner = getattr(program, "__self__", None)
-    modules = [owner] if isinstance(owner, torch.nn.Module) else []
-    return ParamStoreParams(names, modules=modules)
+            return owner    # parameters are the module's
+        owned = {id(p) for p in owner.parameters()} | excluded
+        extra = {n: t for n, t in tensors.items() if id(t) not in owned}
+        return owner if not extra else _ModuleAndStore(owner, ParamStoreParams(extra))
+    tensors = {n: t for n, t in param_tensors(program, args, kwargs).items()
+               if id(t) not in excluded}
+    return ParamStoreParams(tensors)
 
 
 def trainables(model, guide, args: tuple = (), kwargs: Mapping | None = None) -> dict:

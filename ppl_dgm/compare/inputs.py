@@ -9,6 +9,7 @@ training and held-out data.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -17,7 +18,8 @@ import torch
 from .. import registry
 from ..data import Dataset, check_data, load_data
 
-__all__ = ["ComparisonData", "guide_builder", "model_builder", "name_of", "prepare_data"]
+__all__ = ["ComparisonData", "guide_builder", "is_factory", "model_builder", "name_of",
+           "prepare_data"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,33 @@ def prepare_data(data, eval_data: torch.Tensor | None, *, batch_size: int,
                           train_x=train_x, eval_x=eval_x, eval_split=eval_split)
 
 
+def is_factory(fn, kind: str) -> bool:
+    """Whether a callable builds a model (guide) rather than being the program itself: a
+    model factory takes no required argument; a guide factory is a lambda or takes one
+    required argument named ``model`` (or ``m``).  Any other callable (``def
+    model(data)``, ``def guide(data)``) is the Pyro program."""
+    if isinstance(fn, type) or getattr(fn, "__name__", "") == "<lambda>":
+        return True
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
+                                                         p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return True
+    if kind == "model":
+        return not params
+    return len(params) == 1 and params[0].name in ("model", "m")
+
+
 def model_builder(model_factory, x_dim: int, options: Mapping | None) -> Callable:
-    """A function that builds a fresh model (with ``x_dim`` when its class takes one)."""
+    """A function that builds a fresh model (with ``x_dim`` when its class takes one);
+    a program given as it is (a function, a module) is returned as it is."""
     if isinstance(model_factory, (str, type)):
         registry.resolve("model", model_factory)
         return lambda: registry.build_model(model_factory, x_dim=x_dim, options=options)
+    if isinstance(model_factory, torch.nn.Module) or (
+            callable(model_factory) and not is_factory(model_factory, "model")):
+        return lambda: model_factory
     if callable(model_factory):
         if options:
             return lambda: model_factory(**options)
@@ -82,6 +106,9 @@ def guide_builder(guide_factory, model_factory, options: Mapping | None) -> Call
     if isinstance(guide_factory, (str, type)):
         registry.resolve("guide", guide_factory)
         return lambda model: registry.build_guide(guide_factory, model, options=options)
+    if isinstance(guide_factory, torch.nn.Module) or (
+            callable(guide_factory) and not is_factory(guide_factory, "guide")):
+        return lambda model: guide_factory
     if callable(guide_factory):
         return guide_factory
     raise TypeError(f"guide_factory must be a registered name, 'file.py:Class', a class or a "

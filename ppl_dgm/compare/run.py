@@ -46,7 +46,7 @@ from ..errors import IncompatibleEstimatorError
 from ..estimators.base import Estimator
 from ..evaluate import evaluate
 from ..gradvar import gradient_stats
-from ..programs import set_training
+from ..programs import set_training, trainables
 from ..train import fit, resolve_device
 from .config import CompareConfig, check_counts, check_steps, seed_list
 from .inputs import ComparisonData, guide_builder, model_builder, name_of, prepare_data
@@ -190,14 +190,20 @@ def _compare_seed(seed: int, specs: list[EstimatorSpec], *, skip: dict[str, str 
     error) for this and every later seed: ``skip`` is updated in place."""
     dev = cfg.device
     torch.manual_seed(seed)
-    model0 = make_model().to(dev)
-    guide0 = make_guide(model0).to(dev)
+    model0 = _to(make_model(), dev)
+    guide0 = _to(make_guide(model0), dev)
     x_fixed = data.train_x[torch.randperm(data.n_train, generator=torch.Generator()
                                           .manual_seed(seed))[:cfg.batch_size]].to(dev)
     if seed == cfg.seeds[0] and any(skip[s.label] is None for s in specs):
         with pyro.validation_enabled(True):  # model/guide errors concern every run
             check_model_data(model0, x_fixed)
             check_pair(model0, guide0, x_fixed)
+    # Programs that keep their parameters in Pyro's param store (plain functions) share
+    # them between runs (a module is copied for each run): every run starts from this
+    # seed's initial values.
+    shared = [p for m in trainables(model0, guide0, (x_fixed,)).values()
+              for p in m.parameters()]
+    start_params = [(p, p.detach().clone()) for p in shared]
     curve0 = None
     records: list[_RunRecord] = []
     for spec in specs:
@@ -210,6 +216,9 @@ def _compare_seed(seed: int, specs: list[EstimatorSpec], *, skip: dict[str, str 
             records.append(_RunRecord(row, [], []))
             continue
         model, guide = copy.deepcopy((model0, guide0))
+        with torch.no_grad():
+            for p, value in start_params:
+                p.copy_(value)
         torch.manual_seed(seed)
         est = spec.build().to(dev)
         try:
@@ -226,8 +235,14 @@ def _compare_seed(seed: int, specs: list[EstimatorSpec], *, skip: dict[str, str 
                 bar.refresh()
             continue
         if curve0 is None:
-            curve0 = heldout_bound(model, guide, data.eval_x, k=cfg.curve_particles,
-                                   seed=seed * 7919, device=dev)
+            try:
+                curve0 = heldout_bound(model, guide, data.eval_x, k=cfg.curve_particles,
+                                       seed=seed * 7919, device=dev)
+            except Exception as e:  # evaluation failures stay in their row too
+                row.update(status="failed", reason=f"held-out bound at the start: "
+                                                   f"{type(e).__name__}: {e}")
+                records.append(_RunRecord(row, [], []))
+                continue
         if bar is not None:
             bar.set_description(f"{spec.label} seed {seed}")
             bar_start = bar.n
@@ -236,6 +251,10 @@ def _compare_seed(seed: int, specs: list[EstimatorSpec], *, skip: dict[str, str 
         if bar is not None:
             bar.update(bar_start + cfg.steps - bar.n)
     return records
+
+
+def _to(program, device):
+    return program.to(device) if isinstance(program, torch.nn.Module) else program
 
 
 def _run_one(spec: EstimatorSpec, seed: int, start: _RunStart, *, data: ComparisonData,
