@@ -28,12 +28,20 @@ import pyro
 import torch
 from pyro import poutine
 
-from .sites import data_frame, data_plate_name, is_factor, observed_sites
+from .sites import (
+    DATA_PLATE,
+    OBS_SITE,
+    data_frame,
+    data_plate_name,
+    is_factor,
+    latent_sites,
+    observed_sites,
+)
 from .traces import trace_program
 
 __all__ = ["ParamStoreParams", "ProgramCall", "generate", "generates_with_batch_size",
-           "param_names", "param_tensors", "program_name", "set_training", "trainable",
-           "trainables"]
+           "param_names", "param_tensors", "program_name", "set_training", "simulate",
+           "Simulation", "trainable", "trainables"]
 
 
 @dataclass(frozen=True)
@@ -249,31 +257,64 @@ def set_training(mode: bool, *programs) -> None:
             owner.train(mode)
 
 
+@dataclass(frozen=True)
+class Simulation:
+    """One run of a model generating its data: the trace, the name of the observed
+    data site, and that site's values with the points first (``x``)."""
+
+    trace: object
+    site: str
+    x: torch.Tensor
+    observed: tuple[str, ...] = ()
+    plate: str | None = DATA_PLATE
+
+
 @torch.no_grad()
-def generate(model, n: int, *, template: torch.Tensor, call: ProgramCall | None = None
-             ) -> torch.Tensor:
-    """``n`` data points drawn by running the model's own program: the zoo's
-    ``model(None, batch_size=n)``, or any program with its observed sites unconditioned
-    (:func:`pyro.poutine.uncondition`) on ``n`` rows of ``template`` data (which fix the
-    batch shape and any inputs, not the values drawn).  Returns the first observed data
-    site's values, points first."""
+def simulate(model, n: int, *, template: torch.Tensor | None = None,
+             call: ProgramCall | None = None) -> Simulation:
+    """Run the model's own program to generate ``n`` data points with their latents:
+    the zoo's ``model(None, batch_size=n)``, or any program with its observed sites
+    unconditioned (:func:`pyro.poutine.uncondition`) on ``n`` rows of ``template`` data
+    (which fix the batch shape and any inputs, not the values drawn)."""
     call = call or ProgramCall()
-    args, kwargs = call.bind(template[:2])
-    conditioned = trace_program(model, *args, **kwargs)
-    names = [s for s in observed_sites(conditioned) if not is_factor(conditioned.nodes[s])]
-    if not names:
-        raise ValueError(f"model {program_name(model)} observes no data: there is nothing to "
-                         f"generate")
-    name = names[0]
-    if call == ProgramCall() and generates_with_batch_size(model):
+    zoo = call == ProgramCall() and generates_with_batch_size(model)
+    if template is None:
+        if not zoo:
+            raise ValueError(f"model {program_name(model)} is not called as model(None, "
+                             f"batch_size=n), so generating from it needs template data "
+                             f"rows (the shape and inputs of a call)")
         tr = trace_program(model, None, batch_size=n)
+        names = [s for s in latent_sites(tr) if s == OBS_SITE] or \
+            [s for s in observed_sites(tr) if not is_factor(tr.nodes[s])]
+        if not names:
+            raise ValueError(f"model {program_name(model)} has no site {OBS_SITE!r} to "
+                             f"generate")
+        plate = DATA_PLATE
     else:
-        rows = template[torch.arange(n, device=template.device) % template.shape[0]]
-        args, kwargs = call.bind(rows)
-        tr = trace_program(poutine.uncondition(model), *args, **kwargs)
+        args, kwargs = call.bind(template[:2])
+        conditioned = trace_program(model, *args, **kwargs)
+        names = [s for s in observed_sites(conditioned) if not is_factor(conditioned.nodes[s])]
+        if not names:
+            raise ValueError(f"model {program_name(model)} observes no data: there is "
+                             f"nothing to generate")
+        plate = data_plate_name(conditioned)
+        if zoo:
+            tr = trace_program(model, None, batch_size=n)
+        else:
+            rows = template[torch.arange(n, device=template.device) % template.shape[0]]
+            args, kwargs = call.bind(rows)
+            tr = trace_program(poutine.uncondition(model), *args, **kwargs)
+    name = names[0]
     site = tr.nodes[name]
-    frame = data_frame(site, data_plate_name(conditioned))
+    frame = data_frame(site, plate)
     value = site["value"]
     if frame is not None:
         value = value.movedim(value.dim() - site["fn"].event_dim + frame.dim, 0)
-    return value
+    return Simulation(tr, name, value, tuple(names), plate)
+
+
+def generate(model, n: int, *, template: torch.Tensor, call: ProgramCall | None = None
+             ) -> torch.Tensor:
+    """``n`` data points drawn by running the model's own program (see :func:`simulate`),
+    points first."""
+    return simulate(model, n, template=template, call=call).x

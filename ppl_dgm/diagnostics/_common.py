@@ -11,12 +11,13 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..traces import data_frame
+from ..traces import DATA_PLATE, data_frame
 
 __all__: list[str] = []
 
 
-def _site_values(site: dict, nesting: int, num_particles: int) -> tuple[torch.Tensor, bool]:
+def _site_values(site: dict, nesting: int, num_particles: int, plate: str | None = DATA_PLATE
+                 ) -> tuple[torch.Tensor, bool]:
     """A latent site's value as ``(K, B, F)`` (inside the data plate) or ``(K, F)``."""
     value = site["value"]
     event_dim = len(site["fn"].event_shape)
@@ -25,7 +26,7 @@ def _site_values(site: dict, nesting: int, num_particles: int) -> tuple[torch.Te
     if batch_dim < n:
         value = value.reshape((1,) * (n - batch_dim) + tuple(value.shape))
     value = value.expand(num_particles, *value.shape[1:])
-    frame = data_frame(site)
+    frame = data_frame(site, plate)
     if frame is None:
         return value.reshape(num_particles, -1), False
     data_axis = n + frame.dim
@@ -35,9 +36,18 @@ def _site_values(site: dict, nesting: int, num_particles: int) -> tuple[torch.Te
 
 
 @contextlib.contextmanager
-def _frozen(*modules):
-    """Parameters with ``requires_grad=False`` for the duration (NUTS, sampling)."""
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+def _frozen(*programs):
+    """Parameters with ``requires_grad=False`` for the duration (NUTS, sampling): a
+    module's, or a bound method's module's.  A plain function's parameters stay as they
+    are (its modules are not known, and ``pyro.module`` warns about frozen parameters of
+    modules in training mode); sampling is correct either way, only slower."""
+    params = []
+    for program in programs:
+        owner = program if isinstance(program, torch.nn.Module) \
+            else getattr(program, "__self__", None)
+        if isinstance(owner, torch.nn.Module):
+            params += list(owner.parameters())
+    params = [p for p in {id(p): p for p in params}.values() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
     try:

@@ -115,7 +115,7 @@ def diagnose(model, guide, x: torch.Tensor, *, points: int | Sequence[int] = 20,
     want_nuts = (len(explicit_nuts) > 0 if explicit_nuts is not None
                  else int(nuts_points or 0) > 0)
     if want_nuts:  # fail before any work for a model NUTS cannot handle
-        _check_continuous(model, _model_sites(model, x[:min(2, n)]))
+        _check_continuous(model, _model_sites(model, x[:min(2, n)])[0])
     imp = importance_diagnostics(model, guide, x, num_draws=num_draws, points=keep,
                                  recheck=recheck, recheck_draws=recheck_draws,
                                  batch_size=batch_size, chunk_size=chunk_size, seed=seed)
@@ -128,7 +128,8 @@ def diagnose(model, guide, x: torch.Tensor, *, points: int | Sequence[int] = 20,
     sbc_result = None
     if sbc_simulations:
         sbc_result = sbc(model, guide, num_simulations=sbc_simulations, num_draws=sbc_draws,
-                         num_bins=_bins_for(sbc_draws, sbc_simulations), seed=seed)
+                         num_bins=_bins_for(sbc_draws, sbc_simulations), seed=seed,
+                         template=x)
     models = None
     if compare_with:
         models = compare_models({"this": (model, guide), **dict(compare_with)}, x,

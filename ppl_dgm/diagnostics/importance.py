@@ -1,7 +1,8 @@
 """PSIS k-hat and importance-sampling ESS per data point, with the guide as proposal.
 
 The importance weights ``log w = log p(x, h) - log q(h | x)`` come from vectorised
-particles through :func:`~ppl_dgm.traces.run_traces`.  Per point they give the PSIS
+particles through :func:`~ppl_dgm.particles.run_particles` (one by one for programs
+that cannot be vectorised).  Per point they give the PSIS
 shape ``k-hat`` (Vehtari et al. 2024, float64, relative efficiency 1 because guide
 draws are independent) and the importance-sampling effective sample size
 ``1 / sum(w_norm^2)``.  A point is flagged when ``k-hat`` exceeds the
@@ -30,7 +31,8 @@ import xarray as xr
 from .. import _arviz
 from ..checks import check_pair
 from ..errors import DataError
-from ..traces import guess_plate_nesting, run_traces
+from ..particles import run_particles
+from ..traces import guess_plate_nesting
 from ._common import _check_x, _frozen, _site_values
 
 __all__ = [
@@ -258,7 +260,7 @@ def _collect(model, guide, x: torch.Tensor, num_draws: int, *, keep: np.ndarray,
     nesting = guess_plate_nesting(model, guide, x[:2]) if nesting is None else nesting
     n = x.shape[0]
     keep = np.sort(np.asarray(keep, dtype=np.int64))
-    probe = run_traces(model, guide, x[:2], num_particles=2, nesting=nesting)
+    probe = run_particles(model, guide, x[:2], num_particles=2, nesting=nesting)
     per_point = probe.per_point
     # Without per-point weights the whole data set is one importance-sampling problem.
     batches = ([(i, min(i + batch_size, n)) for i in range(0, n, batch_size)] if per_point
@@ -273,7 +275,7 @@ def _collect(model, guide, x: torch.Tensor, num_draws: int, *, keep: np.ndarray,
         lw_chunks, klw, kll = [], [], []
         klat: dict[str, list[np.ndarray]] = {}
         for k in _chunks(num_draws, chunk_size):
-            tr = run_traces(model, guide, xb, num_particles=k, nesting=nesting)
+            tr = run_particles(model, guide, xb, num_particles=k, nesting=nesting)
             lw = tr.log_w.double()
             lw_chunks.append(lw.cpu().numpy())
             if pos is None:
@@ -284,7 +286,8 @@ def _collect(model, guide, x: torch.Tensor, num_draws: int, *, keep: np.ndarray,
             klw.append(lw.cpu().numpy())
             kll.append(ll.cpu().numpy())
             for name in tr.latents:
-                vals, is_local = _site_values(tr.guide_trace.nodes[name], nesting, k)
+                site = dict(tr.guide_trace.nodes[name], value=tr.site_values(name))
+                vals, is_local = _site_values(site, nesting, k, tr.data_plate)
                 local[name] = is_local
                 if is_local:
                     vals = vals.index_select(1, pos)

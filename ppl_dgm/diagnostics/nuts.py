@@ -22,7 +22,7 @@ from pyro import poutine
 
 from .. import _arviz
 from ..errors import DataError, IncompatibleEstimatorError
-from ..traces import data_frame, latent_sites
+from ..traces import data_frame, data_plate_name, latent_sites
 from ._common import _check_x, _coords, _dims, _frozen, _name, _site_values, _squeeze_feature
 from .importance import PointDraws, check_points
 
@@ -115,10 +115,10 @@ class NutsReference:
         return xr.Dataset(data, coords=_coords(self.draws, self.local, self.points), attrs=attrs)
 
 
-def _model_sites(model, x: torch.Tensor) -> dict[str, dict]:
+def _model_sites(model, x: torch.Tensor) -> tuple[dict[str, dict], str | None]:
     with torch.no_grad():
         tr = poutine.trace(model).get_trace(x)
-    return {name: tr.nodes[name] for name in latent_sites(tr)}
+    return {name: tr.nodes[name] for name in latent_sites(tr)}, data_plate_name(tr)
 
 
 def _check_continuous(model, sites: Mapping[str, dict]) -> None:
@@ -139,7 +139,7 @@ def nuts_reference(model, x: torch.Tensor, points: Sequence[int], *,
                    config: NutsConfig | None = None, seed: int = 0) -> NutsReference:
     """Reference posterior draws by NUTS for the data points ``points`` of ``x``.
 
-    When every latent lives inside the model's ``"data"`` plate, the posterior factorises
+    When every latent lives inside the model's data plate, the posterior factorises
     over points and NUTS conditions on ``x[points]`` only (one joint run per chain).
     Otherwise (global latents, e.g. :class:`~ppl_dgm.models.Hierarchical`) it conditions
     on all of ``x`` and reports the global sites and the chosen points' local sites.
@@ -160,9 +160,9 @@ def nuts_reference(model, x: torch.Tensor, points: Sequence[int], *,
     pts = check_points(points, x.shape[0])
     if pts.size == 0:
         raise DataError("nuts_reference needs at least one point index")
-    sites = _model_sites(model, x[:min(2, x.shape[0])])
+    sites, plate = _model_sites(model, x[:min(2, x.shape[0])])
     _check_continuous(model, sites)
-    local = {name: data_frame(site) is not None for name, site in sites.items()}
+    local = {name: data_frame(site, plate) is not None for name, site in sites.items()}
     conditioned_on_all = not all(local.values())
     xc = x if conditioned_on_all else x[torch.as_tensor(pts, device=x.device)]
     sel = torch.as_tensor(pts if conditioned_on_all else np.arange(len(pts)), device=x.device)
@@ -184,7 +184,8 @@ def nuts_reference(model, x: torch.Tensor, points: Sequence[int], *,
                 v = samples[name].detach()
                 # (draw, *batch, *event): one more leading dim than the site had
                 site_like = dict(site, value=v)
-                vals, is_local = _site_values(site_like, _plate_depth(site), v.shape[0])
+                vals, is_local = _site_values(site_like, _plate_depth(site), v.shape[0],
+                                              plate)
                 if is_local:
                     vals = vals.index_select(1, sel.to(vals.device))
                 chains[name].append(vals.float().cpu().numpy())

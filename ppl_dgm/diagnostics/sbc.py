@@ -18,7 +18,8 @@ from pyro import poutine
 from scipy import stats as sps
 
 from ..errors import DataError
-from ..traces import OBS_SITE, PARTICLE_PLATE, data_frame, guess_plate_nesting, latent_sites
+from ..programs import simulate
+from ..traces import PARTICLE_PLATE, data_frame, guess_plate_nesting, latent_sites
 from ._common import _frozen, _name, _site_values
 
 __all__ = ["SBCResult", "rank_uniformity", "sbc"]
@@ -95,7 +96,7 @@ def _ranks(true: np.ndarray, draws: np.ndarray, rng: np.random.Generator) -> np.
 @torch.no_grad()
 def sbc(model, guide, *, num_simulations: int = 1000, num_draws: int = 99, num_bins: int = 20,
         dataset_size: int = 8, batch_size: int = 250, alpha: float = 0.01,
-        seed: int | None = 0) -> SBCResult:
+        seed: int | None = 0, template: torch.Tensor | None = None) -> SBCResult:
     """Simulation-based calibration of an amortised guide (Talts et al. 2018).
 
     Draw ``(h*, x)`` from the model, ``num_draws`` draws ``h_l ~ q(h | x)``, and record
@@ -113,6 +114,9 @@ def sbc(model, guide, *, num_simulations: int = 1000, num_draws: int = 99, num_b
     :class:`~ppl_dgm.guides.HierarchicalGuide`) is not amortised over data sets, and SBC
     rejects it whatever its quality on that data set; compare it with NUTS instead.
 
+    A model that is not called as ``model(None, batch_size=n)`` (any Pyro program)
+    simulates with its observed sites unconditioned on rows of ``template`` data.
+
     Example::
 
         res = sbc(model, guide, num_simulations=1000, num_draws=99)
@@ -126,26 +130,28 @@ def sbc(model, guide, *, num_simulations: int = 1000, num_draws: int = 99, num_b
         torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     with _frozen(model, guide), pyro.validation_enabled(False):
-        tr0 = poutine.trace(model).get_trace(None, batch_size=2)
-        names = [name for name in latent_sites(tr0) if name != OBS_SITE]
+        sim0 = _simulate(model, 2, template)
+        tr0 = sim0.trace
+        names = [name for name in latent_sites(tr0) if name not in sim0.observed]
         if not names:
             raise DataError(f"model {_name(model)} has no latent sites to calibrate")
-        nesting = guess_plate_nesting(model, guide, tr0.nodes[OBS_SITE]["value"])
-        all_local = all(data_frame(tr0.nodes[n]) is not None for n in names)
+        nesting = guess_plate_nesting(model, guide, sim0.x)
+        all_local = all(data_frame(tr0.nodes[n], sim0.plate) is not None for n in names)
         rows: list[np.ndarray] = []
         dim_names: list[str] | None = None
         if all_local:
             done = 0
             while done < num_simulations:
                 b = min(batch_size, num_simulations - done)
-                r, dn = _sbc_batch(model, guide, b, num_draws, nesting, names, rng, first=None)
+                r, dn = _sbc_batch(model, guide, b, num_draws, nesting, names, rng, first=None,
+                                   template=template)
                 rows.append(r)
                 dim_names = dn
                 done += b
         else:
             for _ in range(num_simulations):
                 r, dn = _sbc_batch(model, guide, dataset_size, num_draws, nesting, names, rng,
-                                   first=0)
+                                   first=0, template=template)
                 rows.append(r)
                 dim_names = dn
     ranks = np.concatenate(rows, 0)
@@ -153,15 +159,23 @@ def sbc(model, guide, *, num_simulations: int = 1000, num_draws: int = 99, num_b
     return SBCResult(ranks, num_draws, dim_names, num_bins, chi2, p, alpha)
 
 
-def _sbc_batch(model, guide, n: int, num_draws: int, nesting: int, names, rng, first):
-    tr = poutine.trace(model).get_trace(None, batch_size=n)
-    x = tr.nodes[OBS_SITE]["value"]
+def _simulate(model, n: int, template):
+    try:
+        return simulate(model, n, template=template)
+    except ValueError as e:
+        raise DataError(f"sbc simulates data sets from the model: {e}") from e
+
+
+def _sbc_batch(model, guide, n: int, num_draws: int, nesting: int, names, rng, first,
+               template=None):
+    sim = _simulate(model, n, template)
+    tr, x = sim.trace, sim.x
     with pyro.plate(PARTICLE_PLATE, num_draws, dim=-(nesting + 1)):
         gtr = poutine.trace(guide).get_trace(x)
     cols, dim_names = [], []
     for name in names:
-        true, is_local = _site_values(tr.nodes[name], nesting, 1)
-        draws, _ = _site_values(gtr.nodes[name], nesting, num_draws)
+        true, is_local = _site_values(tr.nodes[name], nesting, 1, sim.plate)
+        draws, _ = _site_values(gtr.nodes[name], nesting, num_draws, sim.plate)
         true = true[0].cpu().numpy()
         draws = draws.cpu().numpy()
         if is_local and first is not None:
