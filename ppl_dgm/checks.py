@@ -102,7 +102,7 @@ def _check_support(fn, value, name, node) -> None:
 def check_pair(model, guide, x: torch.Tensor, *, call: ProgramCall | None = None) -> None:
     """The guide must sample exactly the model's latent sites, with matching shapes, in
     the model's data plate where the model's site is."""
-    xb = x[: min(2, x.shape[0])]
+    xb = x
     args, kwargs = _bind(call, xb)
     try:
         with torch.no_grad():
@@ -121,7 +121,8 @@ def check_pair(model, guide, x: torch.Tensor, *, call: ProgramCall | None = None
                                 f"each latent with the shape the model expects") from e
     m_lat, g_lat = latent_sites(model_tr), latent_sites(guide_tr)
     missing = [s for s in m_lat if s not in g_lat]
-    extra = [s for s in g_lat if s not in m_lat]
+    extra = [s for s in g_lat if s not in m_lat
+             and not guide_tr.nodes[s]["infer"].get("is_auxiliary")]
     if missing:
         raise SiteMismatchError(
             f"guide {_name(guide)} does not sample the model's latent site(s) {missing}; "
@@ -130,7 +131,8 @@ def check_pair(model, guide, x: torch.Tensor, *, call: ProgramCall | None = None
     if extra:
         raise SiteMismatchError(
             f"guide {_name(guide)} samples site(s) {extra} that model {_name(model)} does "
-            f"not have (model latents: {m_lat}); rename or remove them")
+            f"not have (model latents: {m_lat}); rename or remove them, or mark an "
+            f"auxiliary variable with infer={{'is_auxiliary': True}}")
     for s in m_lat:
         g, m = guide_tr.nodes[s], model_tr.nodes[s]
         g_shape = tuple(g["value"].shape)
@@ -162,6 +164,6 @@ def check_setup(model, guide, estimator, x: torch.Tensor, *,
             if call is None or call.data_arg is not None:
                 check_model_data(model, x, call=call)
             check_pair(model, guide, x, call=call)
-        args, kwargs = _bind(call, x[: min(2, x.shape[0])])
+        args, kwargs = _bind(call, x)
         estimator.check(model, guide, *args, **kwargs)
         estimator.prepare(model, guide, *args, **kwargs)

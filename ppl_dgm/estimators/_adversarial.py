@@ -44,6 +44,7 @@ __all__ = [
     "check_generator",
     "check_instance_noise",
     "check_n_critic",
+    "check_real_data",
     "discriminator_logits",
     "discriminator_loss",
     "frozen_call",
@@ -130,8 +131,18 @@ def sample_sites(trace) -> list[str]:
             and not site_is_subsample(s)]
 
 
+def check_real_data(x, who: str) -> None:
+    """The call must carry a batch of real data (the zoo's ``model(x)``)."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 1:
+        raise IncompatibleEstimatorError(
+            f"estimator {who!r} compares generated data with real data, called as "
+            f"model(x) with a data batch x; this call carries {type(x).__name__}. Pass the "
+            f"data as the first argument (the data site 'x')")
+
+
 def check_generator(model, x: torch.Tensor, who: str) -> None:
     """The model must generate the data site ``"x"``, differentiably, shaped like ``x``."""
+    check_real_data(x, who)
     n = min(2, x.shape[0])
     try:
         with torch.no_grad():

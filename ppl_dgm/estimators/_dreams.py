@@ -137,9 +137,11 @@ def _dream_unconditioned(model, batch_size: int, call, wake) -> Dream:
     args, kwargs = call
     observed = [n for n in observed_sites(wake) if not is_factor(wake.nodes[n])]
     if not observed:
+        factors = [n for n in observed_sites(wake) if is_factor(wake.nodes[n])]
         raise IncompatibleEstimatorError(
-            f"dreaming failed: model {_name(model)} observes no data, so there is nothing "
-            f"to dream; train it with an estimator that does not dream")
+            f"dreaming failed: model {_name(model)} observes no data (its only observed "
+            f"sites are pyro.factor sites {factors}), so there is nothing to dream; train "
+            f"it with an estimator that does not dream")
     slots = {}
     for name in observed:
         slot = _argument_slot(wake.nodes[name]["value"], args, kwargs)
@@ -176,7 +178,9 @@ def _dream_unconditioned(model, batch_size: int, call, wake) -> Dream:
             new_args[slot] = dreamed[name]
         else:
             new_kwargs[slot] = dreamed[name]
-    latents = {name: tr.nodes[name]["value"] for name in latent_sites(tr) if name not in dreamed}
+    factors = {n for n in observed_sites(wake) if is_factor(wake.nodes[n])}
+    latents = {name: tr.nodes[name]["value"] for name in latent_sites(tr)
+               if name not in dreamed and name not in factors}
     return Dream(batch, latents, tr, n, tuple(new_args), new_kwargs, plate)
 
 

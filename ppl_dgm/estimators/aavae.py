@@ -51,6 +51,7 @@ from pyro import poutine
 
 from ..errors import IncompatibleEstimatorError
 from ..nn import as_sizes, mlp
+from ..programs import generates_with_batch_size, program_name
 from ..traces import data_argument
 from ._adversarial import alternating_groups, check_n_critic, discriminator_loss
 from .base import Estimator, LossParts
@@ -139,9 +140,13 @@ class AAVAE(Estimator):
         return alternating_groups(step, self.n_critic, _ADVERSARY, _VAE)
 
     def check(self, model, guide, *args, **kwargs) -> None:
-        x = data_argument(args, kwargs)
-        super().check(model, guide, *args, **kwargs)
-        tr = self.traces(model, guide, x[: min(2, x.shape[0])], num_particles=1)
+        tr = self.traces(model, guide, args, kwargs, num_particles=1)
+        self.check_traces(tr)
+        if not generates_with_batch_size(model):
+            raise IncompatibleEstimatorError(
+                f"estimator 'aavae' feeds the model's own samples back to the VAE, drawn as "
+                f"model(None, batch_size=n) from its site 'x'; model {program_name(model)} "
+                f"takes no batch_size. Use 'elbo' or 'iwae' for this model")
         if not tr.per_point:
             raise IncompatibleEstimatorError(
                 f"estimator 'aavae' weights each data point's ELBO by the discriminator, so "

@@ -258,13 +258,17 @@ def _register_params(model, guide, aux) -> None:
 
 
 def check_no_enumeration(tr: Traces) -> None:
-    """Refuse sites marked for enumeration: no estimator here enumerates."""
+    """Refuse sites left to enumeration: no estimator here enumerates.  A site marked
+    ``infer={"enumerate": ...}`` that the guide samples is an ordinary sampled site (as
+    for Pyro's Trace_ELBO); one that the guide does not sample, or a mark in the guide,
+    asks for a sum over its values."""
+    guide_latents = set(latent_sites(tr.guide_trace))
     for label, trace in (("guide", tr.guide_trace), ("model", tr.model_trace)):
         for name in latent_sites(trace):
             mark = trace.nodes[name]["infer"].get("enumerate")
-            if mark:
+            if mark and (label == "guide" or name not in guide_latents):
                 raise IncompatibleEstimatorError(
                     f"the {label}'s site {name!r} is marked for enumeration (infer="
                     f"{{'enumerate': {mark!r}}}); ppl_dgm's estimators sample every latent. "
-                    f"Remove the mark (and config_enumerate), or sum the site out with "
-                    f"pyro.infer.TraceEnum_ELBO")
+                    f"Sample it in the guide, remove the mark (and config_enumerate), or "
+                    f"sum the site out with pyro.infer.TraceEnum_ELBO")

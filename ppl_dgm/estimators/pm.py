@@ -31,6 +31,7 @@ from ._adversarial import (
     GENERATOR_GROUPS,
     alternating_groups,
     check_n_critic,
+    check_real_data,
     frozen_call,
     sample_sites,
 )
@@ -128,6 +129,7 @@ class PredictabilityMinimization(Estimator):
 
     def check(self, model, guide, *args, **kwargs) -> None:
         x = data_argument(args, kwargs)
+        check_real_data(x, self.name)
         n = min(2, x.shape[0])
         xb = x[:n]
         try:
