@@ -128,6 +128,14 @@ def _missing_particle_dim(tr, nesting: int) -> str | None:
                 return (f"the {label}'s site {name!r} has shape {tuple(site['value'].shape)} "
                         f"without the particle dimension of size 2 at dim "
                         f"{-(nesting + 1)} of its batch shape")
+    for label, full in (("model", tr.model_full), ("guide", tr.guide_full)):
+        for name, lp in full.items():
+            # more batch dimensions than plates: a tensor broadcast against the particle
+            # dimension (a global sample of shape (K, 1, ...) times a local one)
+            if lp.dim() > nesting + 1:
+                return (f"the {label}'s site {name!r} has a log density of shape "
+                        f"{tuple(lp.shape)}, more batch dimensions than the "
+                        f"{nesting + 1} of its plates and the particles")
     for name, term in {**tr.model_terms, **tr.guide_terms}.items():
         if term.shape[0] not in (1, 2):
             return f"the log density of site {name!r} reduces to shape {tuple(term.shape)}"
