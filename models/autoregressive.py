@@ -38,8 +38,11 @@ __all__ = ["AutoregressiveBernoulli", "OrderMixture", "bernoulli_log_prob", "che
 
 
 def bernoulli_log_prob(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``sum_i log Bernoulli(value_i; sigmoid(logits_i))`` over the last dimension."""
-    return (value * logits - F.softplus(logits)).sum(-1)
+    """``sum_i log Bernoulli(value_i; sigmoid(logits_i))`` over the last dimension
+    (``max(l, 0) - l x + log1p(exp(-|l|))`` inside, exact also for large logits, where
+    ``softplus``'s linear cut-off at 20 would lose ``exp(-20)``)."""
+    logits, value = torch.broadcast_tensors(logits, value)
+    return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
 
 
 def check_binary(x: torch.Tensor, x_dim: int, who: str) -> None:
@@ -56,7 +59,38 @@ def check_binary(x: torch.Tensor, x_dim: int, who: str) -> None:
                          f"binarise the data first, e.g. x = (x > 0.5).float()")
 
 
-class AutoregressiveBernoulli(TorchDistribution):
+class _BinaryVectors(TorchDistribution):
+    """Shared plumbing: support on binary vectors, validation, ``expand`` and ``sample``
+    from the subclass's ``ancestral`` draw.  Subclasses define ``_fields`` (the
+    attributes an expanded copy shares), ``_log_prob`` and ``ancestral``."""
+
+    arg_constraints: dict = {}
+    support = constraints.independent(constraints.boolean, 1)
+    has_rsample = False
+    _fields: tuple[str, ...] = ()
+
+    def _expanded_field(self, name: str, batch_shape: torch.Size):
+        return getattr(self, name)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(type(self), _instance)
+        batch_shape = torch.Size(batch_shape)
+        for name in self._fields:
+            setattr(new, name, self._expanded_field(name, batch_shape))
+        TorchDistribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        return self._log_prob(value)
+
+    def sample(self, sample_shape: Sequence[int] = torch.Size()) -> torch.Tensor:
+        return self.ancestral(sample_shape)[0]
+
+
+class AutoregressiveBernoulli(_BinaryVectors):
     """``p(x) = prod_k Bernoulli(x_{o_k}; sigmoid(logits_fn(x)_{o_k}))``.
 
     :param logits_fn: maps values ``(..., D)`` to logits ``(..., D)``; logit ``o_k`` must
@@ -66,23 +100,24 @@ class AutoregressiveBernoulli(TorchDistribution):
         fills the values in this order).
     :param batch_shape: batch shape of the distribution (that of the context; ``()``
         without one: Pyro's plates then expand it).
+    :param dtype: floating type of the network (that of the draws; default torch's).
 
     ``log_prob`` costs one call of ``logits_fn``; ``sample`` costs ``D`` calls.
     The support is binary vectors, so data checks refuse non-binary data.
     """
 
-    arg_constraints: dict = {}
-    support = constraints.independent(constraints.boolean, 1)
-    has_rsample = False
+    _fields = ("logits_fn", "order", "rank", "dtype")
 
     def __init__(self, logits_fn: Callable[[torch.Tensor], torch.Tensor], order: torch.Tensor,
-                 batch_shape: Sequence[int] = (), *, validate_args: bool | None = None):
+                 batch_shape: Sequence[int] = (), *, dtype: torch.dtype | None = None,
+                 validate_args: bool | None = None):
         order = torch.as_tensor(order)
         if order.dim() != 1:
             raise ValueError(f"order must be a permutation of 0..D-1 (shape (D,)), got shape "
                              f"{tuple(order.shape)}")
         self.logits_fn = logits_fn
         self.order = order
+        self.dtype = dtype or torch.get_default_dtype()
         # rank[d] = the position of variable d in the ordering
         self.rank = torch.argsort(order)
         super().__init__(torch.Size(batch_shape), torch.Size(order.shape),
@@ -92,17 +127,7 @@ class AutoregressiveBernoulli(TorchDistribution):
     def dim(self) -> int:
         return self.order.shape[0]
 
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(AutoregressiveBernoulli, _instance)
-        new.logits_fn, new.order, new.rank = self.logits_fn, self.order, self.rank
-        TorchDistribution.__init__(new, torch.Size(batch_shape), self.event_shape,
-                                   validate_args=False)
-        new._validate_args = self._validate_args
-        return new
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if self._validate_args:
-            self._validate_sample(value)
+    def _log_prob(self, value: torch.Tensor) -> torch.Tensor:
         # the network sees the value as given; its context broadcasts against it
         lp = bernoulli_log_prob(self.logits_fn(value), value)
         return lp.expand(torch.broadcast_shapes(lp.shape, self.batch_shape))
@@ -112,10 +137,8 @@ class AutoregressiveBernoulli(TorchDistribution):
         """An ancestral draw and the conditional probabilities it was drawn with:
         ``(x, p)`` with ``p_d = P(x_d = 1 | the values before d in the ordering)``."""
         shape = torch.Size(sample_shape) + self.batch_shape + self.event_shape
-        ref = self.order
-        x = torch.zeros(shape, device=ref.device)
-        probe = self.logits_fn(x)                      # dtype and device of the network
-        x = x.to(probe.dtype)
+        x = torch.zeros(shape, device=self.order.device, dtype=self.dtype)
+        probe = self.logits_fn(x)                      # the shape a context broadcasts to
         probs = torch.zeros(torch.broadcast_shapes(shape, probe.shape), dtype=probe.dtype,
                             device=probe.device)
         x = x.expand_as(probs).clone()
@@ -126,11 +149,8 @@ class AutoregressiveBernoulli(TorchDistribution):
             x = torch.where(now, torch.bernoulli(p), x)
         return x, probs
 
-    def sample(self, sample_shape: Sequence[int] = torch.Size()) -> torch.Tensor:
-        return self.ancestral(sample_shape)[0]
 
-
-class OrderMixture(TorchDistribution):
+class OrderMixture(_BinaryVectors):
     """The uniform mixture ``(1/M) sum_m p_m(x)`` of autoregressive distributions over
     the same values (one per ordering or mask): MADE's ensemble at test time.
 
@@ -138,9 +158,7 @@ class OrderMixture(TorchDistribution):
     component per draw uniformly and draws from it ancestrally.
     """
 
-    arg_constraints: dict = {}
-    support = constraints.independent(constraints.boolean, 1)
-    has_rsample = False
+    _fields = ("components",)
 
     def __init__(self, components: Sequence[AutoregressiveBernoulli], *,
                  validate_args: bool | None = None):
@@ -155,17 +173,10 @@ class OrderMixture(TorchDistribution):
         batch = torch.broadcast_shapes(*(c.batch_shape for c in components))
         super().__init__(batch, components[0].event_shape, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(OrderMixture, _instance)
-        new.components = [c.expand(batch_shape) for c in self.components]
-        TorchDistribution.__init__(new, torch.Size(batch_shape), self.event_shape,
-                                   validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+    def _expanded_field(self, name: str, batch_shape: torch.Size):
+        return [c.expand(batch_shape) for c in self.components]
 
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if self._validate_args:
-            self._validate_sample(value)
+    def _log_prob(self, value: torch.Tensor) -> torch.Tensor:
         lps = torch.stack(torch.broadcast_tensors(*(c.log_prob(value) for c in self.components)))
         return torch.logsumexp(lps, 0) - math.log(len(self.components))
 
@@ -179,6 +190,3 @@ class OrderMixture(TorchDistribution):
         pick = torch.randint(len(self.components), shape, device=xs.device)
         index = pick.unsqueeze(0).unsqueeze(-1).expand((1,) + xs.shape[1:])
         return xs.gather(0, index)[0], ps.gather(0, index)[0]
-
-    def sample(self, sample_shape: Sequence[int] = torch.Size()) -> torch.Tensor:
-        return self.ancestral(sample_shape)[0]

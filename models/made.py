@@ -167,7 +167,8 @@ class MADENet(nn.Module):
                   batch_shape: Sequence[int] = ()) -> AutoregressiveBernoulli:
         """The autoregressive distribution of mask set ``mask``."""
         return AutoregressiveBernoulli(partial(self, context=context, mask=mask),
-                                       self.orders[mask], batch_shape)
+                                       self.orders[mask], batch_shape,
+                                       dtype=self.layers[0].weight.dtype)
 
     def distribution(self, context: torch.Tensor | None = None, batch_shape: Sequence[int] = (),
                      *, ensemble: bool = False):

@@ -119,7 +119,7 @@ class NADENet(nn.Module):
         """``p(x [| context])`` as a distribution (``ensemble`` is accepted for the same
         call as :meth:`MADENet.distribution`; NADE has one ordering)."""
         fn = self if context is None else partial(self, context=context)
-        return AutoregressiveBernoulli(fn, self.order, batch_shape)
+        return AutoregressiveBernoulli(fn, self.order, batch_shape, dtype=self.W.dtype)
 
 
 class NADE(PyroModule):
