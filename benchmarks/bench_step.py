@@ -15,7 +15,7 @@ import pyro
 import torch
 from ppl_dgm.guides import GaussianEncoder
 from ppl_dgm.models import VAE
-from timing import measure, ppl_dgm_step
+from timing import add_common_args, measure, ppl_dgm_step, start, svi_step
 from torch.nn import functional as F
 
 from ppl_dgm.estimators import ELBO, IWAE
@@ -76,30 +76,14 @@ def pyro_svi(device, x, k):
         pyro.module("encoder", guide.encoder)
         return guide(x)
 
-    svi = pyro.infer.SVI(model_fn, guide_fn, pyro.optim.Adam({"lr": 1e-3}), elbo)
-
-    def step():
-        svi.step(x)
-    return step
+    return svi_step(model_fn, guide_fn, elbo, x)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch", type=int, nargs="+", default=[100, 1000])
-    p.add_argument("--repeats", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (1 avoids OpenMP contention on a loaded machine)")
-    p.add_argument("--validation", action="store_true",
-                   help="leave Pyro's validation on for stock SVI (its default)")
+    add_common_args(p)
     args = p.parse_args(argv)
-    device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"device {device}, torch {torch.__version__}, pyro {pyro.__version__}, "
-          f"threads {torch.get_num_threads()}; median ms per step over {args.repeats} "
-          f"interleaved repeats")
+    device = start(args, "VAE 784-400-20")
     print(f"{'batch':>6} {'objective':<10} {'hand':>8} {'ppl_dgm':>8} {'pyro SVI':>9} "
           f"{'ours/hand':>10} {'pyro/hand':>10} {'pyro/ours':>10}")
     torch.manual_seed(0)

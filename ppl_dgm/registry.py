@@ -35,12 +35,17 @@ from .estimators import (
 from .guides import (
     DCGANDiscriminator,
     Discriminator,
+    EmptyGuide,
     GaussianEncoder,
     HelmholtzGuide,
     HierarchicalGuide,
     UnitPredictors,
 )
 from .models import (
+    MADE,
+    MADEVAE,
+    NADE,
+    NADEVAE,
     VAE,
     ConjugateGaussian,
     DCGANGenerator,
@@ -63,6 +68,10 @@ MODELS: dict[str, type] = {
     "dcgan-generator": DCGANGenerator,
     "code": FactorialCode,
     "hierarchical": Hierarchical,
+    "nade": NADE,
+    "made": MADE,
+    "made-vae": MADEVAE,
+    "nade-vae": NADEVAE,
 }
 GUIDES: dict[str, type] = {
     "gaussian": GaussianEncoder,
@@ -71,6 +80,7 @@ GUIDES: dict[str, type] = {
     "dcgan-discriminator": DCGANDiscriminator,
     "predictors": UnitPredictors,
     "hierarchical": HierarchicalGuide,
+    "empty": EmptyGuide,
 }
 ESTIMATORS: dict[str, type] = {
     "elbo": ELBO,
@@ -98,6 +108,10 @@ DEFAULT_GUIDES: dict[str, str] = {
     "dcgan-generator": "dcgan-discriminator",
     "code": "predictors",
     "hierarchical": "hierarchical",
+    "nade": "empty",
+    "made": "empty",
+    "made-vae": "gaussian",
+    "nade-vae": "gaussian",
 }
 
 _TABLES = {"model": MODELS, "guide": GUIDES, "estimator": ESTIMATORS}

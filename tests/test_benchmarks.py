@@ -20,7 +20,7 @@ def _load(name):
         sys.path.remove(str(BENCH))
 
 
-@pytest.mark.parametrize("name", ["bench_step", "bench_sbn"])
+@pytest.mark.parametrize("name", ["bench_step", "bench_sbn", "bench_made"])
 def test_benchmark_runs(name, capsys):
     _load(name).main(["--batch", "8", "--repeats", "1", "--warmup", "1", "--threads", "1"])
     out = capsys.readouterr().out
