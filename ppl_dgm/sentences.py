@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -36,7 +37,7 @@ from .text import TextDataset, num_tokens, perplexity
 from .traces import guess_plate_nesting
 
 __all__ = ["Decodes", "Encodes", "SentenceMetrics", "homotopy", "homotopy_report",
-           "sample_report", "sentence_metrics"]
+           "metric_lines", "sample_report", "sentence_metrics", "text_output"]
 
 
 @runtime_checkable
@@ -154,3 +155,29 @@ def homotopy_report(model, guide, data: TextDataset, a: str, b: str, *, steps: i
     for t, sentence in zip(torch.linspace(0, 1, steps).tolist(), data.decode(path)):
         out.append(f"t={t:.2f}  {sentence}")
     return out
+
+
+def text_output(model, guide, data: TextDataset, *, n: int = 10, decode: str | None = None,
+                interpolate: Sequence[str] | None = None, steps: int = 7
+                ) -> tuple[list[str], str]:
+    """What ``ppl-dgm sample`` prints for a text run and the file name it saves it as:
+    ``n`` samples (``samples.txt``; sampled decoding unless ``decode="greedy"``) or the
+    homotopy between the two ``interpolate`` sentences (``interpolation.txt``; greedy
+    unless ``decode="sample"``)."""
+    if interpolate:
+        a, b = interpolate
+        return homotopy_report(model, guide, data, a, b, steps=steps,
+                               greedy=decode != "sample"), "interpolation.txt"
+    return sample_report(model, data, n=n, greedy=decode == "greedy"), "samples.txt"
+
+
+def metric_lines(model, guide, x: torch.Tensor, log_px: torch.Tensor) -> list[str]:
+    """The text lines ``ppl-dgm evaluate`` adds for a text run (the IS ``log_px`` given)."""
+    m = sentence_metrics(model, guide, x, log_px=log_px)
+    rows = [("E_q log p(x|z) (recon.)", f"{m.reconstruction:10.3f}"),
+            ("KL(q(z|x) || p(z))", f"{m.kl:10.3f}"),
+            ("perplexity (IS)", f"{m.perplexity_is:10.3f}  per token, "
+                                f"{m.tokens_per_sentence:.2f} tokens/sentence incl. <eos>"),
+            ("perplexity (ELBO)", f"{m.perplexity_elbo:10.3f}"),
+            ("active units", f"{m.active_units!s:>10}")]
+    return [f"  {label:<28} {value}" for label, value in rows]

@@ -123,7 +123,8 @@ def test_sampled_decoding_draws_from_the_model_and_greedy_takes_the_mode():
     model.eval()
     x = _all_rows(torch.float32)
     z = torch.full((1,), 0.7)
-    p = model.sequence_log_prob(z, x).exp()                 # (13,)
+    with torch.no_grad():
+        p = model.sequence_log_prob(z, x).exp()             # (13,)
     n = 20000
     torch.manual_seed(0)
     draws = model.decode(z.expand(n, 1), greedy=False)
