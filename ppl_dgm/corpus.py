@@ -29,52 +29,50 @@ __all__ = ["DEFAULT_SIZE", "embedded_sentences"]
 
 DEFAULT_SIZE = 4000
 
-# verbs are (base, present 3rd person, past)
-_TOPICS = {
-    "animals": dict(
-        subjects=["the dog", "the cat", "the old horse", "the little bird", "the fox",
-                  "a rabbit", "the goat"],
-        verbs=[("chase", "chases", "chased"), ("watch", "watches", "watched"),
-               ("follow", "follows", "followed"), ("find", "finds", "found")],
-        objects=["the ball", "a mouse", "the stick", "the farmer", "the sheep",
-                 "a butterfly"],
-        places=["in the garden", "on the farm", "near the barn", "by the river",
-                "under the tree"]),
-    "kitchen": dict(
-        subjects=["my aunt", "the cook", "the baker", "our neighbour", "the chef",
-                  "grandmother"],
-        verbs=[("bake", "bakes", "baked"), ("cook", "cooks", "cooked"),
-               ("eat", "eats", "ate"), ("serve", "serves", "served")],
-        objects=["fresh bread", "a warm soup", "the apple pie", "sweet cakes", "rice",
-                 "the fish"],
-        places=["in the kitchen", "at the market", "for dinner", "every morning",
-                "at the table"]),
-    "weather": dict(
-        subjects=["the wind", "the rain", "the storm", "the sun", "the snow", "the fog"],
-        verbs=[("hit", "hits", "hit"), ("cover", "covers", "covered"),
-               ("warm", "warms", "warmed"), ("soak", "soaks", "soaked")],
-        objects=["the hills", "the old town", "the fields", "our roof", "the valley",
-                 "the coast"],
-        places=["all night", "in the north", "before noon", "along the shore",
-                "in april"]),
-    "music": dict(
-        subjects=["the band", "the singer", "my brother", "the choir", "the drummer",
-                  "the pianist"],
-        verbs=[("play", "plays", "played"), ("sing", "sings", "sang"),
-               ("write", "writes", "wrote"), ("practise", "practises", "practised")],
-        objects=["a slow song", "the old tune", "loud music", "a new album", "the anthem",
-                 "a short piece"],
-        places=["on the stage", "in the hall", "after school", "at the festival",
-                "on the radio"]),
-    "travel": dict(
-        subjects=["the train", "the pilot", "our group", "the driver", "the ship",
-                  "the old bus"],
-        verbs=[("reach", "reaches", "reached"), ("leave", "leaves", "left"),
-               ("cross", "crosses", "crossed"), ("visit", "visits", "visited")],
-        objects=["the city", "the border", "the station", "the bridge", "the island",
-                 "the capital"],
-        places=["at dawn", "in winter", "without delay", "by evening", "on time"]),
-}
+# One line a topic: subjects | verbs (base/present/past) | objects | places.
+_TABLE = """
+animals: the dog, the cat, the old horse, the little bird, the fox, a rabbit, the goat
+  | chase/chases/chased, watch/watches/watched, follow/follows/followed, find/finds/found
+  | the ball, a mouse, the stick, the farmer, the sheep, a butterfly
+  | in the garden, on the farm, near the barn, by the river, under the tree
+kitchen: my aunt, the cook, the baker, our neighbour, the chef, grandmother
+  | bake/bakes/baked, cook/cooks/cooked, eat/eats/ate, serve/serves/served
+  | fresh bread, a warm soup, the apple pie, sweet cakes, rice, the fish
+  | in the kitchen, at the market, for dinner, every morning, at the table
+weather: the wind, the rain, the storm, the sun, the snow, the fog
+  | hit/hits/hit, cover/covers/covered, warm/warms/warmed, soak/soaks/soaked
+  | the hills, the old town, the fields, our roof, the valley, the coast
+  | all night, in the north, before noon, along the shore, in april
+music: the band, the singer, my brother, the choir, the drummer, the pianist
+  | play/plays/played, sing/sings/sang, write/writes/wrote, practise/practises/practised
+  | a slow song, the old tune, loud music, a new album, the anthem, a short piece
+  | on the stage, in the hall, after school, at the festival, on the radio
+travel: the train, the pilot, our group, the driver, the ship, the old bus
+  | reach/reaches/reached, leave/leaves/left, cross/crosses/crossed, visit/visits/visited
+  | the city, the border, the station, the bridge, the island, the capital
+  | at dawn, in winter, without delay, by evening, on time
+"""
+
+
+def _topics() -> dict[str, dict[str, list]]:
+    entries: list[str] = []
+    for line in _TABLE.strip().splitlines():
+        if line.startswith("  |"):
+            entries[-1] += line.strip()
+        else:
+            entries.append(line.strip())
+    topics = {}
+    for entry in entries:
+        head, verbs, objects, places = entry.split("|")
+        name, subjects = head.split(":")
+        split = lambda field: [w.strip() for w in field.split(",")]  # noqa: E731
+        topics[name.strip()] = dict(
+            subjects=split(subjects), verbs=[tuple(v.split("/")) for v in split(verbs)],
+            objects=split(objects), places=split(places))
+    return topics
+
+
+_TOPICS = _topics()
 _ADJECTIVES = {"good": ["good", "lovely", "happy", "bright", "pleasant", "wonderful"],
                "bad": ["bad", "awful", "sad", "gloomy", "terrible", "dreadful"]}
 _ADVERBS = {"good": ["gladly", "happily", "proudly", "calmly"],
