@@ -49,8 +49,10 @@ def _tiny(seed=0, **options):
     return model, guide
 
 
-def test_every_sentence_sums_to_one_and_the_quadrature_is_exact():
-    model, _ = _tiny()
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+def test_every_sentence_sums_to_one_and_the_quadrature_is_exact(rnn):
+    model, guide = _tiny(rnn=rnn)
+    assert guide.nets["rnn"].__class__.__name__ == rnn.upper()    # the guide follows the model
     model.double().eval()
     x = _all_rows()
     assert x.shape == (13, 3)
@@ -257,3 +259,20 @@ def test_text_loader_feeds_fit_with_the_vocabulary_size():
     r = fit(model, guide, ELBO(num_particles=2), d, steps=6, batch_size=5, device="cpu",
             log_every=3, eval_every=3)
     assert math.isfinite(r.final["heldout_bound_k1"])
+
+
+def test_a_resumed_run_continues_the_annealing_schedule_exactly(tmp_path):
+    x = _all_rows(torch.float32)
+    opts = dict(kl_anneal="logistic", anneal_steps=20, word_dropout=0.3)
+    full, full_guide = _tiny(**opts)
+    fit(full, full_guide, ELBO(), x, steps=20, batch_size=4, device="cpu", log_every=5)
+    first, first_guide = _tiny(**opts)
+    fit(first, first_guide, ELBO(), x, steps=10, batch_size=4, device="cpu", log_every=5,
+        run_dir=tmp_path / "r")
+    again, again_guide = _tiny(seed=1, **opts)       # other initial parameters: all restored
+    fit(again, again_guide, ELBO(), x, steps=20, batch_size=4, device="cpu", log_every=5,
+        run_dir=tmp_path / "r", resume=True)
+    assert int(again.annealing.step) == int(full.annealing.step) == 21
+    for a, b in zip([*full.parameters(), *full_guide.parameters()],
+                    [*again.parameters(), *again_guide.parameters()]):
+        assert torch.equal(a, b)
