@@ -6,7 +6,8 @@ from .exact import ConjugatePosteriorGuide
 from .gaussian import GaussianEncoder
 from .helmholtz import HelmholtzGuide
 from .hierarchical import HierarchicalGuide
+from .sentence import SentenceEncoder
 
 __all__ = ["DCGANDiscriminator", "Discriminator", "UnitPredictors", "GaussianEncoder",
            "HelmholtzGuide", "ConjugatePosteriorGuide", "HierarchicalGuide",
-           "EmptyGuide"]
+           "EmptyGuide", "SentenceEncoder"]

@@ -9,8 +9,9 @@ from .hierarchical import Hierarchical
 from .made import MADE
 from .nade import NADE
 from .sbn import SigmoidBeliefNet
+from .sentence_vae import SentenceVAE
 from .vae import VAE
 
 __all__ = ["DCGANGenerator", "FactorialCode", "Generator", "VAE", "ConjugateGaussian",
            "SigmoidBeliefNet", "Hierarchical", "NADE", "MADE", "AutoregressiveVAE",
-           "MADEVAE", "NADEVAE", "AutoregressiveBernoulli", "OrderMixture"]
+           "MADEVAE", "NADEVAE", "AutoregressiveBernoulli", "OrderMixture", "SentenceVAE"]

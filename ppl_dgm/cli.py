@@ -15,6 +15,7 @@ from .errors import CheckpointError, DataError, UnknownNameError
 from .programs import generate, set_training
 from .protocol import sampler
 from .runs import build_from_config, default_run_dir, load_run, start_run_dir
+from .text import TextDataset, perplexity
 
 __all__ = ["main", "parse_options"]
 
@@ -41,7 +42,7 @@ def _add_build_args(p: argparse.ArgumentParser) -> None:
                    help="registered name or path/to/file.py:Class (default: the model's usual "
                         "guide)")
     p.add_argument("--estimator", default="elbo", help="see `ppl-dgm list`")
-    p.add_argument("--data", default="digits", help="digits | mnist | FILE.npy | FILE.npz")
+    p.add_argument("--data", default="digits", help="digits | mnist | FILE.np[yz] | text[:FILE]")
     p.add_argument("--data-root", default=None, help="directory with the MNIST IDX files")
     p.add_argument("--particles", type=int, default=None,
                    help="samples per data point (the estimator's num_particles)")
@@ -94,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="default: RUN_DIR/samples.png")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--binary", action="store_true", help="draw x, not its mean")
+    p.add_argument("--decode", choices=["greedy", "sample"], help="text: default sample "
+                   "(greedy for --interpolate)")
+    p.add_argument("--interpolate", nargs=2, metavar="SENTENCE", help="text: homotopy")
+    p.add_argument("--interp-steps", type=int, default=7, help="points of the homotopy")
 
     sub.add_parser("list", help="models, guides, estimators and what each estimator handles")
 
@@ -106,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--estimators", required=True,
                    help="comma-separated names, options after colons, e.g. "
                         "'elbo,iwae:num_particles=5:dreg=True'; 'all' for every registered one")
-    p.add_argument("--data", default="digits", help="digits | mnist | FILE.npy | FILE.npz")
+    p.add_argument("--data", default="digits", help="digits | mnist | FILE.np[yz] | text[:FILE]")
     p.add_argument("--data-root", default=None, help="directory with the MNIST IDX files")
     p.add_argument("--steps", type=int, default=3000, help="optimiser steps per run")
     p.add_argument("--seeds", default="1",
@@ -227,6 +232,8 @@ def _train(args) -> int:
             return 0
         print(f"test log-likelihood (importance sampling, K={args.eval_samples}): "
               f"{float(ll.mean()):.3f} nats/point (NLL {-float(ll.mean()):.3f})")
+        if isinstance(data, TextDataset):
+            print(f"test perplexity (IS): {perplexity(ll, data.test):.3f} per token")
         exact = exact_log_prob(model, data.test.to(device))
         if exact is not None:
             print(f"test log-likelihood (exact): {float(exact.mean()):.3f}")
@@ -267,6 +274,9 @@ def _evaluate(args) -> int:
             label = {"elbo": "ELBO", "is": f"log p(x), IS K={args.samples}",
                      "exact": "log p(x), exact"}.get(key, key.replace("iwae_", "IWAE K="))
             print(f"  {label:<28} {value:10.3f}")
+    if isinstance(run.data, TextDataset):  # KL, reconstruction, perplexities
+        from .sentences import metric_lines
+        print("\n".join(metric_lines(run.model, run.guide, x, result.per_point["is"])))
     return 0
 
 
@@ -275,6 +285,14 @@ def _sample(args) -> int:
 
     run = load_run(args.run_dir)
     torch.manual_seed(args.seed)
+    if isinstance(run.data, TextDataset):  # sentences: printed and saved as text
+        from .sentences import text_output
+        lines, name = text_output(run.model, run.guide, run.data, n=args.n, decode=args.decode,
+                                  interpolate=args.interpolate, steps=args.interp_steps)
+        out = Path(args.out or Path(args.run_dir) / name)
+        out.write_text("\n".join(lines) + "\n")
+        print("\n".join(lines) + f"\nwrote {len(lines)} lines to {out}")
+        return 0
     sample = sampler(run.model)
     if sample is not None:
         x = sample(args.n, mean=not args.binary)

@@ -42,6 +42,12 @@ class Dataset:
     def x_dim(self) -> int:
         return int(self.train.shape[1])
 
+    @property
+    def model_options(self) -> dict:
+        """Constructor options the data gives a model besides ``x_dim`` (a text data
+        set's ``vocab_size``); passed where the model takes them."""
+        return {}
+
 
 def check_data(x, *, name: str = "data") -> torch.Tensor:
     """Validate an array of data points and return it as a float32 tensor ``(N, D)``."""
@@ -229,7 +235,9 @@ def synthetic(model, *, num_train: int = 1000, num_test: int = 200, seed: int = 
 
 
 def load_data(spec: str, *, root: str | None = None, seed: int = 0) -> Dataset:
-    """Resolve a command-line data spec: ``digits``, ``mnist`` (with ``root``) or a file."""
+    """Resolve a command-line data spec: ``digits``, ``mnist`` (with ``root``), a
+    ``.npy``/``.npz`` file, ``text`` (the embedded sentences) or ``text:FILE[,opts]``
+    (:func:`ppl_dgm.text.load_text_spec`)."""
     if spec == "digits":
         return load_digits()
     if spec == "mnist":
@@ -238,5 +246,8 @@ def load_data(spec: str, *, root: str | None = None, seed: int = 0) -> Dataset:
         return load_mnist(root)
     if spec.endswith((".npy", ".npz")):
         return load_array(spec, seed=seed)
-    raise DataError(f"unknown data {spec!r}; use 'digits', 'mnist' (with --data-root) or a "
-                    f".npy/.npz file")
+    if spec == "text" or spec.startswith("text:"):  # sentences: see ppl_dgm.text
+        from .text import load_text_spec
+        return load_text_spec(spec, seed=seed)
+    raise DataError(f"unknown data {spec!r}; use 'digits', 'mnist' (with --data-root), a "
+                    f".npy/.npz file, 'text' or 'text:FILE'")

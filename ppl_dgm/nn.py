@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pyro.nn import PyroModule
 from torch import nn
 
-__all__ = ["as_sizes", "conv_image_shape", "mlp", "plate_size"]
+__all__ = ["as_sizes", "conv_image_shape", "mlp", "plate_size", "recurrent"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU,
                 "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid}
@@ -82,3 +82,17 @@ def conv_image_shape(x_dim: int, image_shape, who: str, *, alternative: str) -> 
                          f"sides must be divisible by 4; got {(h, w)}. Use the MLP "
                          f"{alternative} instead")
     return h, w
+
+
+RECURRENT = ("gru", "lstm")
+
+
+def recurrent(kind: str, input_size: int, hidden_size: int, *, layers: int = 1) -> nn.Module:
+    """A batch-first ``nn.GRU`` or ``nn.LSTM`` (``kind``), for the sequence models.
+
+    A plain torch module: keep it in a PyroModule container (as :func:`mlp` does) so
+    that a traced program reaches it without a ``pyro.module`` statement."""
+    if kind not in RECURRENT:
+        raise ValueError(f"rnn={kind!r} is unknown; choose one of {RECURRENT}")
+    cls = nn.GRU if kind == "gru" else nn.LSTM
+    return cls(input_size, hidden_size, num_layers=layers, batch_first=True)

@@ -39,6 +39,7 @@ from .guides import (
     GaussianEncoder,
     HelmholtzGuide,
     HierarchicalGuide,
+    SentenceEncoder,
     UnitPredictors,
 )
 from .models import (
@@ -52,6 +53,7 @@ from .models import (
     FactorialCode,
     Generator,
     Hierarchical,
+    SentenceVAE,
     SigmoidBeliefNet,
 )
 from .protocol import BuildsFromModel, default_guide_name
@@ -72,6 +74,7 @@ MODELS: dict[str, type] = {
     "made": MADE,
     "made-vae": MADEVAE,
     "nade-vae": NADEVAE,
+    "sentence-vae": SentenceVAE,
 }
 GUIDES: dict[str, type] = {
     "gaussian": GaussianEncoder,
@@ -81,6 +84,7 @@ GUIDES: dict[str, type] = {
     "predictors": UnitPredictors,
     "hierarchical": HierarchicalGuide,
     "empty": EmptyGuide,
+    "sentence": SentenceEncoder,
 }
 ESTIMATORS: dict[str, type] = {
     "elbo": ELBO,
@@ -112,6 +116,7 @@ DEFAULT_GUIDES: dict[str, str] = {
     "made": "empty",
     "made-vae": "gaussian",
     "nade-vae": "gaussian",
+    "sentence-vae": "sentence",
 }
 
 _TABLES = {"model": MODELS, "guide": GUIDES, "estimator": ESTIMATORS}
@@ -198,15 +203,20 @@ def _accepts(cls, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def build_model(spec, *, x_dim: int | None = None, options: dict | None = None):
-    """Instantiate a model, passing the data width as ``x_dim`` when it takes one."""
+def build_model(spec, *, x_dim: int | None = None, options: dict | None = None,
+                data_options: dict | None = None):
+    """Instantiate a model, passing the data width as ``x_dim`` and the data set's
+    ``data_options`` (e.g. a text corpus's ``vocab_size``) where it takes them and
+    ``options`` does not set them."""
     cls = resolve("model", spec)
     options = dict(options or {})
     program = _program("model", cls, options)
     if program is not None:
         return program
-    if x_dim is not None and "x_dim" not in options and _accepts(cls, "x_dim"):
-        options["x_dim"] = x_dim
+    given = {"x_dim": x_dim, **dict(data_options or {})}
+    for key, value in given.items():
+        if value is not None and key not in options and _accepts(cls, key):
+            options[key] = value
     return cls(**options)
 
 

@@ -66,6 +66,7 @@ class LoadedRun:
 def build_from_config(config: dict, data: Dataset) -> BuiltRun:
     """Rebuild model, guide and estimator from a run's ``config.json``."""
     model = registry.build_model(config["model"], x_dim=data.x_dim,
+                                 data_options=data.model_options,
                                  options=config.get("model_options"))
     guide = registry.build_guide(config["guide"], model, options=config.get("guide_options"))
     estimator = registry.build_estimator(config["estimator"],
