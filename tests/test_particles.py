@@ -133,10 +133,11 @@ def test_non_vectorisable_guide_trains_with_vimco_and_rws_like_the_vectorised_on
             results[(name, est.name)] = (float(b.mean()), float(b.std()) / math.sqrt(len(b)))
     assert warned == {"broadcast": 0, "cat": 1}      # once for the pair, then remembered
     for est in ("vimco", "rws"):
-        (m1, s1), (m2, s2) = results[("broadcast", est)], results[("cat", est)]
+        (m1, _), (m2, _) = results[("broadcast", est)], results[("cat", est)]
         # the same algorithm from the same start; the training noise differs only in
-        # the order the random numbers were drawn
-        assert abs(m1 - m2) < 0.25, results
+        # the order the random numbers were drawn (measured: 0.003 apart, 0.3 above the
+        # start)
+        assert abs(m1 - m2) < 0.1, results
     NETS.update(_nets())
     torch.manual_seed(1)
     start = float(bound(model, guide_broadcast, DATA, k=K, repeats=20).mean())
