@@ -28,7 +28,7 @@ from .programs import program_name
 from .sites import latent_sites
 from .traces import as_call, run_traces
 
-__all__ = ["PairCache", "run_particles", "vectorizable"]
+__all__ = ["PairCache", "cuda_devices", "run_particles", "vectorizable"]
 
 
 def _ref(obj):
@@ -77,7 +77,8 @@ class PairCache:
 _DECISIONS = PairCache()
 
 
-def _devices(args, kwargs) -> list[int]:
+def cuda_devices(args, kwargs) -> list[int]:
+    """The CUDA devices of a call's tensor arguments (for forking their RNGs)."""
     found = set()
     for a in [*args, *kwargs.values()]:
         if isinstance(a, torch.Tensor) and a.device.type == "cuda":
@@ -96,7 +97,7 @@ def vectorizable(model: Callable, guide: Callable, args: tuple, kwargs: dict, *,
     if known is not None:
         return known
     reason = None
-    with torch.random.fork_rng(devices=_devices(args, kwargs)), torch.no_grad():
+    with torch.random.fork_rng(devices=cuda_devices(args, kwargs)), torch.no_grad():
         try:
             tr = run_traces(model, guide, args, kwargs, num_particles=2, nesting=nesting)
         except Exception as e:  # the program's own error: fall back, and say which

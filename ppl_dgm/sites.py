@@ -26,6 +26,7 @@ __all__ = [
     "observed_sites",
     "reduce_site",
     "site_log_prob",
+    "site_mask",
     "sum_to_frames",
 ]
 
@@ -61,23 +62,29 @@ def is_factor(site: dict) -> bool:
 
 
 def data_plate_name(model_trace: Trace) -> str | None:
-    """The data plate of a model's trace: the vectorised plate that every observed
-    (non-factor) site lies in; the one named ``"data"`` if it is among them, else the
-    outermost.  None when the observed sites share no plate (or there are none)."""
+    """The data plate of a model's trace: a vectorised plate that every observed
+    (non-factor) site lies in.  Among several, the one named ``"data"``; else one that
+    also holds every latent (so that each point has its own importance weights); else
+    the outermost.  None when the observed sites share no plate (or there are none)."""
     common = None
     for name in observed_sites(model_trace):
         site = model_trace.nodes[name]
         if is_factor(site):
             continue
-        frames = {(f.name, f.dim) for f in site["cond_indep_stack"]
-                  if f.vectorized and f.name != PARTICLE_PLATE}
-        common = frames if common is None else common & frames
+        common = _plates(site) if common is None else common & _plates(site)
     if not common:
         return None
     names = {n for n, _ in common}
     if DATA_PLATE in names:
         return DATA_PLATE
-    return min(common, key=lambda f: f[1])[0]
+    latent = [_plates(model_trace.nodes[n]) for n in latent_sites(model_trace)]
+    holding = [f for f in common if all(f in plates for plates in latent)]
+    return min(holding or common, key=lambda f: f[1])[0]
+
+
+def _plates(site: dict) -> set[tuple[str, int]]:
+    return {(f.name, f.dim) for f in site["cond_indep_stack"]
+            if f.vectorized and f.name != PARTICLE_PLATE}
 
 
 def data_frame(site: dict, plate: str | None = DATA_PLATE):
@@ -138,7 +145,8 @@ def detach_distribution(fn):
     return new
 
 
-def _mask(lp: torch.Tensor, mask) -> torch.Tensor:
+def site_mask(lp: torch.Tensor, mask) -> torch.Tensor:
+    """``lp`` with a site's mask applied (None/True: unchanged, False: zeros)."""
     if mask is None or mask is True:
         return lp
     if mask is False:
@@ -150,6 +158,6 @@ def site_log_prob(site: dict, value: torch.Tensor | None = None, fn=None) -> tor
     """A site's log density at its value (or ``value``) under its distribution (or
     ``fn``), with the site's mask applied and its scale not applied."""
     fn = site["fn"] if fn is None else fn
-    return _mask(fn.log_prob(site["value"] if value is None else value), site["mask"])
+    return site_mask(fn.log_prob(site["value"] if value is None else value), site["mask"])
 
 

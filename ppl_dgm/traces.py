@@ -58,6 +58,7 @@ from .sites import (
     observed_sites,
     reduce_site,
     site_log_prob,
+    site_mask,
     sum_to_frames,
 )
 
@@ -76,8 +77,10 @@ __all__ = [
     "latent_sites",
     "observed_sites",
     "reduce_site",
+    "rescale",
     "run_traces",
     "site_log_prob",
+    "site_mask",
     "sum_to_frames",
     "trace_program",
 ]
@@ -238,10 +241,12 @@ def _total(terms, zeros: Callable[[], torch.Tensor]) -> torch.Tensor:
     return zeros() if out is None else out
 
 
-def _rescale(lp: torch.Tensor, site: dict, scale, per_point: bool) -> torch.Tensor:
-    # Per-point weights: divide out the common data scale (applied after logsumexp).
-    # Without per-point weights the whole batch is one point and each site keeps its
-    # own scale, as in Pyro's Trace_ELBO.
+def rescale(lp: torch.Tensor, site: dict, scale, per_point: bool) -> torch.Tensor:
+    """A site's log density with its scale as the ``(K, P)`` terms carry it.
+
+    Per-point weights: the common data scale is divided out (estimators apply it after
+    any logsumexp).  Without per-point weights the whole batch is one point and each
+    site keeps its own scale, as in Pyro's Trace_ELBO."""
     s = site["scale"]
     if per_point:
         if isinstance(s, float) and isinstance(scale, float):
@@ -334,6 +339,10 @@ def _reduce_runs(runs: list[_Run], *, nesting: int, num_particles: int, sequenti
         obs = next((model_tr.nodes[n] for n in observed
                     if data_frame(model_tr.nodes[n], plate) is not None), None)
         scale = obs["scale"] if obs is not None else 1.0
+        if isinstance(scale, torch.Tensor) and scale.numel() != 1:
+            # per-point weights (poutine.scale with a tensor) are part of each point's
+            # log density, not a common factor: every site keeps its own scale
+            scale = 1.0
     validate = poutine.util.is_validation_enabled()
     vectorised_k = num_particles > 1 and not sequential
     tr = Traces(model_tr, guide_tr, {}, {}, latents, observed, scale, nesting,
@@ -385,31 +394,49 @@ def _site_terms(tr: Traces, run: _Run, detach: bool, validate: bool,
     out = _Terms()
     for name in (*latent_sites(model_tr), *observed_sites(model_tr)):
         site = model_tr.nodes[name]
-        lp = site_log_prob(site)
+        lp = _log_density(site_log_prob, site, "model")
         if validate:
             site["log_prob"] = lp
             check_site_shape(site, max_nesting)
-        out.model_full[name] = full = _rescale(lp, site, tr.scale, tr.per_point)
+        out.model_full[name] = full = rescale(lp, site, tr.scale, tr.per_point)
         out.model_terms[name] = tr.reduce(full, site)
     for name in latent_sites(guide_tr):
         site = guide_tr.nodes[name]
         value = run.values.get(name, site["value"])
         if detach:
-            lp = site_log_prob(site, value, detach_distribution(site["fn"]))
+            lp = _log_density(site_log_prob, site, "guide", value,
+                              detach_distribution(site["fn"]))
         else:
-            parts = site["fn"].score_parts(value).scale_and_mask(1.0, site["mask"])
+            parts = _log_density(_score_parts, site, "guide", value)
             lp = parts.log_prob
             if not is_identically_zero(parts.score_function):
                 out.scores[name] = parts.score_function
-                entropy = _rescale(_as_tensor(parts.entropy_term, lp), site, tr.scale,
+                entropy = rescale(_as_tensor(parts.entropy_term, lp), site, tr.scale,
                                    tr.per_point)
                 out.entropies[name] = tr.reduce(entropy, site)
         if validate:
             site["log_prob"] = lp
             check_site_shape(site, max_nesting)
-        out.guide_full[name] = full = _rescale(lp, site, tr.scale, tr.per_point)
+        out.guide_full[name] = full = rescale(lp, site, tr.scale, tr.per_point)
         out.guide_terms[name] = tr.reduce(full, site)
     return out
+
+
+def _score_parts(site: dict, value: torch.Tensor):
+    return site["fn"].score_parts(value).scale_and_mask(1.0, site["mask"])
+
+
+def _log_density(fn, site: dict, label: str, *args):
+    """``fn(site, *args)``, an error naming the site and its shapes (as Pyro does)."""
+    try:
+        return fn(site, *args)
+    except (ValueError, RuntimeError, IndexError) as e:
+        value = site["value"]
+        raise ValueError(f"Error while computing log_prob at the {label}'s site "
+                         f"{site['name']!r}: {e}; its distribution has batch shape "
+                         f"{tuple(site['fn'].batch_shape)} and event shape "
+                         f"{tuple(site['fn'].event_shape)}, its value shape "
+                         f"{tuple(value.shape) if hasattr(value, 'shape') else '()'}") from e
 
 
 def _as_tensor(value, like: torch.Tensor) -> torch.Tensor:

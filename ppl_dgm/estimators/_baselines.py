@@ -71,12 +71,12 @@ class SiteBaselines(nn.Module):
             self._keys[site] = module_key(site, set(self._keys.values()))
         return self._keys[site]
 
-    def build(self, structure: DependencyStructure, tr: Traces) -> None:
-        """Create what is missing for the score sites of a step (idempotent): an MLP on
-        the point's observed data for a site of the data plate, a learned constant for
-        any other site."""
+    def build(self, structure: DependencyStructure, tr: Traces, sites=None) -> None:
+        """Create what is missing for the score sites of a step (idempotent; default:
+        the tracked ones): an MLP on the point's observed data for a site of the data
+        plate, a learned constant for any other site."""
         x = point_features(tr)
-        for s in structure.sites:
+        for s in structure.sites if sites is None else sites:
             k = self.key(s)
             if self.learned and k not in self.baselines:
                 local = x is not None and data_frame(tr.guide_trace.nodes[s],
@@ -92,7 +92,7 @@ class SiteBaselines(nn.Module):
     def _upstream(self, tr: Traces, structure: DependencyStructure, site: str) -> tuple:
         if self.inputs == "x" or not slices_are_points(tr, site):
             return ()
-        return structure.upstream[site]
+        return structure.upstream.get(site, ())
 
     def _extra_inputs(self, tr: Traces, structure: DependencyStructure, site: str) -> int:
         ups = self._upstream(tr, structure, site)

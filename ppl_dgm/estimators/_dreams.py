@@ -44,8 +44,8 @@ from ..traces import (
     trace_program,
 )
 
-__all__ = ["Dream", "DreamScore", "check_dream_batch_size", "detached_sample", "dream",
-           "score_dream", "sleep_objective", "sleep_term"]
+__all__ = ["Dream", "DreamScore", "check_detachable", "check_dream_batch_size",
+           "detached_sample", "dream", "score_dream", "sleep_objective", "sleep_term"]
 
 
 @dataclass(frozen=True)
@@ -284,6 +284,20 @@ def detached_sample(name: str, site: dict, particle: int | None = None) -> torch
     so no gradient flows through them (also not the pathwise one a reparameterised
     guide would otherwise give)."""
     return site["value"].detach()
+
+
+def check_detachable(tr, who: str) -> None:
+    """The wake phase detaches the guide's samples; a partially reparameterised site
+    (a rejection sampler with a score-function correction in its ``score_parts``) keeps
+    state tied to its sample and cannot be scored at a detached copy."""
+    for name in tr.scores:
+        fn = tr.guide_trace.nodes[name]["fn"]
+        if getattr(fn, "has_rsample", False):
+            raise IncompatibleEstimatorError(
+                f"estimator {who!r} scores the guide at detached samples, but the guide's "
+                f"site {name!r} ({type(fn).__name__}) is partially reparameterised (its "
+                f"score_parts carry a score-function correction tied to the sample). Use "
+                f"'elbo', 'iwae', 'reinforce' or 'nvil' for this guide")
 
 
 def check_dream_batch_size(n):

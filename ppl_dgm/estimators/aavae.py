@@ -140,7 +140,7 @@ class AAVAE(Estimator):
         return alternating_groups(step, self.n_critic, _ADVERSARY, _VAE)
 
     def check(self, model, guide, *args, **kwargs) -> None:
-        tr = self.traces(model, guide, args, kwargs, num_particles=1)
+        tr = self.traces(model, guide, args, kwargs, num_particles=self._check_particles)
         self.check_traces(tr)
         if not generates_with_batch_size(model):
             raise IncompatibleEstimatorError(

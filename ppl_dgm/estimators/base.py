@@ -126,9 +126,11 @@ class Estimator(ELBO):
         """:meth:`check` then :meth:`prepare`, once per model and guide pair."""
         if self._ready.get(model, guide):
             return
-        with pyro.validation_enabled(True):
+        # the trial runs draw no random number of the caller's stream: a first call
+        # of loss() or differentiable_loss() samples what a later one would
+        with torch.random.fork_rng(devices=particles.cuda_devices(args, kwargs)):
             self.check(model, guide, *args, **kwargs)
-        self.prepare(model, guide, *args, **kwargs)
+            self.prepare(model, guide, *args, **kwargs)
         self._ready.set(model, guide, True)
 
     def _parts(self, model, guide, args, kwargs) -> LossParts:
@@ -153,8 +155,9 @@ class Estimator(ELBO):
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         """Backpropagate the surrogate and return the loss.  When nothing trainable
         reaches the surrogate there is nothing to backpropagate (as in Pyro)."""
-        _register_params(model, guide, self.aux)
-        parts = self._parts(model, guide, args, kwargs)
+        self.setup(model, guide, *args, **kwargs)     # builds auxiliary networks first,
+        _register_params(model, guide, self.aux)      # so SVI trains them from step one
+        parts = self.surrogate(model, guide, *args, **kwargs)
         total = parts.total
         if total.requires_grad:
             total.backward(retain_graph=self.retain_graph)
@@ -191,7 +194,13 @@ class Estimator(ELBO):
 
         Names the offending site and lists the registered estimators that can.
         """
-        self.check_traces(self.traces(model, guide, args, kwargs, num_particles=1))
+        self.check_traces(self.traces(model, guide, args, kwargs,
+                                      num_particles=self._check_particles))
+
+    @property
+    def _check_particles(self) -> int:
+        # programs asked to run vectorised are checked as they will run; others with one
+        return self.num_particles if self._vectorize is True else 1
 
     def check_traces(self, tr: Traces) -> None:
         """The checks of :meth:`check` on one run's traces."""

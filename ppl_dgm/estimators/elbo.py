@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 from torch.distributions import kl_divergence
 
-from ..traces import Traces
+from ..traces import Traces, rescale, site_mask
 from ._score import partially_reparameterised, score_sum
 from .base import Estimator, LossParts
 
@@ -70,14 +70,19 @@ def analytic_log_w(tr: Traces) -> torch.Tensor:
         total = tr.model_terms[name] if total is None else total + tr.model_terms[name]
     for name in tr.latents:
         p_site = tr.model_trace.nodes[name]
-        q_site = tr.guide_trace.nodes[name]
-        try:
-            kl = kl_divergence(q_site["fn"], p_site["fn"])
-        except NotImplementedError:
-            term = tr.model_terms[name] - tr.guide_terms[name]
+        q_site = tr.guide_trace.nodes.get(name)
+        kl = None
+        if q_site is not None and not tr.sequential:
+            try:
+                kl = kl_divergence(q_site["fn"], p_site["fn"])
+            except NotImplementedError:
+                pass
+        if kl is None:      # no closed form (or no guide site): the Monte Carlo term
+            term = tr.model_terms[name] - tr.guide_terms.get(name, 0.0)
         else:
-            term = -tr.reduce(kl, q_site)
-            if p_site["scale"] != tr.scale and tr.per_point:
-                term = term * (p_site["scale"] / tr.scale)
+            if not isinstance(kl, torch.Tensor):      # a masked-out site's KL is 0.0
+                kl = torch.zeros_like(tr.guide_full[name])
+            kl = site_mask(kl, q_site["mask"])
+            term = -tr.reduce(rescale(kl, p_site, tr.scale, tr.per_point), q_site)
         total = term if total is None else total + term
     return total

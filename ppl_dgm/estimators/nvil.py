@@ -141,12 +141,12 @@ class NVIL(Estimator):
     # ------------------------------------------------------------------ set-up
     def prepare(self, model, guide, *args, **kwargs) -> None:
         with torch.no_grad():
-            tr = self.traces(model, guide, args, kwargs, num_particles=1)
+            tr = self.traces(model, guide, args, kwargs, num_particles=self._check_particles)
         self._structure(model, guide, tr, args, kwargs)
 
     def _structure(self, model, guide, tr, args, kwargs) -> DependencyStructure:
         structure = self._structures.get(model, guide, tr, args, kwargs)
-        self.aux.build(structure, tr)           # baselines of sites not seen before
+        self.aux.build(structure, tr, score_sites(tr))   # sites not seen before
         return structure
 
     # ------------------------------------------------------------------ step

@@ -7,7 +7,14 @@ from typing import ClassVar
 
 import torch
 
-from ._dreams import check_dream_batch_size, detached_sample, dream, score_dream, sleep_term
+from ._dreams import (
+    check_detachable,
+    check_dream_batch_size,
+    detached_sample,
+    dream,
+    score_dream,
+    sleep_term,
+)
 from ._weights import log_mean_exp, normalized_weights
 from .base import Estimator, LossParts
 
@@ -124,8 +131,9 @@ class ReweightedWakeSleep(Estimator):
         return LossParts(parts, metrics)
 
     def check(self, model, guide, *args, **kwargs) -> None:
-        tr = self.traces(model, guide, args, kwargs, num_particles=1)
+        tr = self.traces(model, guide, args, kwargs, num_particles=self._check_particles)
         self.check_traces(tr)
+        check_detachable(tr, self.name)
         if self._wake_weight < 1.0:
             score_dream(guide, dream(model, self.dream_batch_size or tr.batch_size or 1,
                                      call=(args, kwargs), wake=tr.model_trace),

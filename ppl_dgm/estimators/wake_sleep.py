@@ -7,7 +7,14 @@ from typing import ClassVar
 import torch
 
 from ..traces import Traces
-from ._dreams import check_dream_batch_size, detached_sample, dream, score_dream, sleep_term
+from ._dreams import (
+    check_detachable,
+    check_dream_batch_size,
+    detached_sample,
+    dream,
+    score_dream,
+    sleep_term,
+)
 from .base import Estimator, LossParts
 
 __all__ = ["WakeSleep", "wake_model_objective"]
@@ -75,8 +82,9 @@ class WakeSleep(Estimator):
                           "sleep_log_q": score.log_q.detach().mean()})
 
     def check(self, model, guide, *args, **kwargs) -> None:
-        tr = self.traces(model, guide, args, kwargs, num_particles=1)
+        tr = self.traces(model, guide, args, kwargs, num_particles=self._check_particles)
         self.check_traces(tr)
+        check_detachable(tr, self.name)
         score_dream(guide, dream(model, self.dream_batch_size or tr.batch_size or 1,
                                  call=(args, kwargs), wake=tr.model_trace),
                     nesting=self.plate_nesting(model, guide, args, kwargs))
