@@ -15,6 +15,7 @@ import torch
 from pyro import poutine
 
 from .errors import DataError, SiteMismatchError
+from .particles import cuda_devices
 from .programs import ProgramCall, generates_with_batch_size, program_name
 from .traces import OBS_SITE, data_frame, data_plate_name, is_factor, latent_sites, observed_sites
 
@@ -158,12 +159,17 @@ def check_pair(model, guide, x: torch.Tensor, *, call: ProgramCall | None = None
 
 def check_setup(model, guide, estimator, x: torch.Tensor, *,
                 call: ProgramCall | None = None) -> None:
-    """All checks before training: data against model, guide against model, estimator."""
+    """All checks before training: data against model, guide against model, estimator.
+
+    The checks run the programs under a forked random state (they change no later draw);
+    the estimator's :meth:`prepare`, which may initialise networks, runs after them on
+    the caller's stream."""
+    args, kwargs = _bind(call, x)
     with pyro.validation_enabled(True):
-        if getattr(estimator, "needs_likelihood", True):
-            if call is None or call.data_arg is not None:
-                check_model_data(model, x, call=call)
-            check_pair(model, guide, x, call=call)
-        args, kwargs = _bind(call, x)
-        estimator.check(model, guide, *args, **kwargs)
+        with torch.random.fork_rng(devices=cuda_devices(args, kwargs)):
+            if getattr(estimator, "needs_likelihood", True):
+                if call is None or call.data_arg is not None:
+                    check_model_data(model, x, call=call)
+                check_pair(model, guide, x, call=call)
+            estimator.check(model, guide, *args, **kwargs)
         estimator.prepare(model, guide, *args, **kwargs)

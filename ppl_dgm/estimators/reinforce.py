@@ -87,6 +87,15 @@ class REINFORCE(Estimator):
             self.aux.moments[key] = RunningMoments(self.decay).to(like.device, like.dtype)
         return self.aux.moments[key]
 
+    def prepare(self, model, guide, *args, **kwargs) -> None:
+        # track the dependencies before training, not on the training stream
+        if self.local_signals:
+            with torch.no_grad():
+                tr = self.traces(model, guide, args, kwargs,
+                                 num_particles=self._check_particles)
+            if score_sites(tr):
+                self._structures.get(model, guide, tr, args, kwargs)
+
     def load_state_dict(self, state) -> None:
         for name in state:          # moving averages of sites seen before the checkpoint
             key = name.split(".")[1] if name.startswith("moments.") else None
