@@ -1,10 +1,14 @@
 """Inference networks as Pyro guides (installed as ``ppl_dgm.guides``)."""
 
+from .dbm import DBMMeanField
+from .dbn import DBNGuide
 from .discriminator import DCGANDiscriminator, Discriminator, UnitPredictors
+from .empty import NoLatents
 from .exact import ConjugatePosteriorGuide
 from .gaussian import GaussianEncoder
 from .helmholtz import HelmholtzGuide
 from .hierarchical import HierarchicalGuide
 
 __all__ = ["DCGANDiscriminator", "Discriminator", "UnitPredictors", "GaussianEncoder",
-           "HelmholtzGuide", "ConjugatePosteriorGuide", "HierarchicalGuide"]
+           "HelmholtzGuide", "ConjugatePosteriorGuide", "HierarchicalGuide",
+           "NoLatents", "DBNGuide", "DBMMeanField"]

@@ -26,20 +26,31 @@ from .estimators import (
     REINFORCE,
     VIMCO,
     WGANGP,
+    ContrastiveDivergence,
     DRegRWS,
+    GreedyLayerwise,
+    MeanFieldPCD,
+    PersistentCD,
     PredictabilityMinimization,
     ReweightedWakeSleep,
+    UpDown,
     WakeSleep,
 )
 from .guides import (
+    DBMMeanField,
+    DBNGuide,
     DCGANDiscriminator,
     Discriminator,
     GaussianEncoder,
     HelmholtzGuide,
     HierarchicalGuide,
+    NoLatents,
     UnitPredictors,
 )
 from .models import (
+    DBM,
+    DBN,
+    RBM,
     VAE,
     ConjugateGaussian,
     DCGANGenerator,
@@ -61,6 +72,9 @@ MODELS: dict[str, type] = {
     "dcgan-generator": DCGANGenerator,
     "code": FactorialCode,
     "hierarchical": Hierarchical,
+    "rbm": RBM,
+    "dbn": DBN,
+    "dbm": DBM,
 }
 GUIDES: dict[str, type] = {
     "gaussian": GaussianEncoder,
@@ -69,6 +83,9 @@ GUIDES: dict[str, type] = {
     "dcgan-discriminator": DCGANDiscriminator,
     "predictors": UnitPredictors,
     "hierarchical": HierarchicalGuide,
+    "none": NoLatents,
+    "dbn": DBNGuide,
+    "dbm-mean-field": DBMMeanField,
 }
 ESTIMATORS: dict[str, type] = {
     "elbo": ELBO,
@@ -86,6 +103,11 @@ ESTIMATORS: dict[str, type] = {
     "mmd": MMD,
     "pm": PredictabilityMinimization,
     "aavae": AAVAE,
+    "cd": ContrastiveDivergence,
+    "pcd": PersistentCD,
+    "mf-pcd": MeanFieldPCD,
+    "greedy": GreedyLayerwise,
+    "updown": UpDown,
 }
 # The guide a model is usually trained with (``--guide`` may be omitted).
 DEFAULT_GUIDES: dict[str, str] = {
@@ -96,6 +118,9 @@ DEFAULT_GUIDES: dict[str, str] = {
     "dcgan-generator": "dcgan-discriminator",
     "code": "predictors",
     "hierarchical": "hierarchical",
+    "rbm": "none",
+    "dbn": "dbn",
+    "dbm": "dbm-mean-field",
 }
 
 _TABLES = {"model": MODELS, "guide": GUIDES, "estimator": ESTIMATORS}
