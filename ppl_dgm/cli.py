@@ -12,8 +12,8 @@ import torch
 
 from . import registry
 from .errors import CheckpointError, DataError, UnknownNameError
-from .protocol import sampler
-from .runs import build_from_config, default_run_dir, load_run, start_run_dir
+from .protocol import log_partition, sampler
+from .runs import build_from_config, default_run_dir, init_from, load_run, start_run_dir
 
 __all__ = ["main", "parse_options"]
 
@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.add_argument("--run-dir", default=None, help="default: runs/MODEL-ESTIMATOR-sSEED")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--init-from", default=None, metavar="RUN_DIR",
+                   help="start from the model and guide weights of another run (e.g. "
+                        "up-down fine-tuning after greedy DBN training)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=500)
@@ -190,9 +193,13 @@ def _train(args) -> int:
         "data": args.data, "data_root": args.data_root, "seed": args.seed,
         "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
     }
+    if args.init_from:
+        config["init_from"] = str(args.init_from)
     torch.manual_seed(args.seed)
     built = build_from_config(config, data)
     model, guide, estimator = built.model, built.guide, built.estimator
+    if args.init_from:
+        init_from(args.init_from, model, guide)
     run_dir = args.run_dir or default_run_dir(args.model, args.estimator, args.seed)
     run_dir = start_run_dir(run_dir, config, resume=args.resume, overwrite=args.overwrite)
     lr_groups = {k: v for k, v in (("model", args.lr_model), ("guide", args.lr_guide),
@@ -226,6 +233,9 @@ def _train(args) -> int:
         exact = exact_log_prob(model, data.test.to(device))
         if exact is not None:
             print(f"test log-likelihood (exact): {float(exact.mean()):.3f}")
+        log_z = log_partition(model)
+        if log_z is not None:
+            print(f"log Z used above: {log_z.describe()}")
     elif data.test.shape[0] > 1 and sampler(model) is not None:
         from .implicit import evaluate_implicit  # implicit models: sample-based metrics
 
@@ -245,6 +255,7 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from .evaluate import evaluate
+    from .traces import latent_sites, trace_program
     from .train import resolve_device
 
     device = resolve_device(args.device)
@@ -253,16 +264,29 @@ def _evaluate(args) -> int:
     x = (run.data.test if args.split == "test" else run.data.train).to(device)
     ks = tuple(int(k) for k in args.ks.split(",") if k)
     result = evaluate(run.model, run.guide, x, num_samples=args.samples, ks=ks)
+    log_z = log_partition(run.model)  # cached: computed once by evaluate above
     if args.json:
-        print(json.dumps({"step": ckpt.step, "split": args.split, **result.summary}))
+        extra = {} if log_z is None else {"log_z": log_z.value, "log_z_spread": log_z.spread,
+                                          "log_z_method": log_z.method}
+        print(json.dumps({"step": ckpt.step, "split": args.split, **result.summary, **extra}))
         return 0
     print(f"{args.run_dir} at step {ckpt.step}, {args.split} split ({x.shape[0]} points), "
           f"nats per point:")
-    for key, value in result.summary.items():
-        if key != "num_samples":
-            label = {"elbo": "ELBO", "is": f"log p(x), IS K={args.samples}",
-                     "exact": "log p(x), exact"}.get(key, key.replace("iwae_", "IWAE K="))
-            print(f"  {label:<28} {value:10.3f}")
+    how = "" if log_z is None else (" (log Z exact)" if log_z.method == "exact"
+                                    else " (log Z by AIS)")
+    with torch.no_grad():
+        no_latents = not latent_sites(trace_program(run.guide, x[:2]))
+    if log_z is not None and no_latents:  # an RBM: every bound is log p(x) itself
+        key = "exact" if "exact" in result.summary else "is"
+        print(f"  {'log p(x) = -F(x) - log Z' + how:<44} {result.summary[key]:10.3f}")
+    else:
+        for key, value in result.summary.items():
+            if key != "num_samples":
+                label = {"elbo": "ELBO", "is": f"log p(x), IS K={args.samples}",
+                         "exact": "log p(x), exact"}.get(key, key.replace("iwae_", "IWAE K="))
+                print(f"  {label + ('' if key == 'exact' else how):<44} {value:10.3f}")
+    if log_z is not None:
+        print(f"  log Z: {log_z.describe()}")
     return 0
 
 
@@ -289,12 +313,12 @@ def _list(_args) -> int:
     print("guides:")
     for name, cls in registry.GUIDES.items():
         print(f"  {name:<20} {cls.__module__}.{cls.__name__}")
-    print("estimators:              discrete  reparam-only  likelihood  min K")
+    print("estimators:              discrete  reparam-only  likelihood  min K  energy sites")
     for name, cls in registry.ESTIMATORS.items():
         yes = {True: "yes", False: "no"}
         print(f"  {name:<22} {yes[cls.handles_discrete_latents]:<9} "
               f"{yes[cls.needs_reparam]:<13} {yes[cls.needs_likelihood]:<11} "
-              f"{cls.min_particles}")
+              f"{cls.min_particles:<6} {yes[cls.handles_energy_sites]}")
     return 0
 
 
