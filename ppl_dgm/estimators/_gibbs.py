@@ -35,9 +35,9 @@ from ..traces import OBS_SITE, Traces, trace_program
 from ._dreams import Dream
 from .base import LossParts
 
-__all__ = ["ChainBank", "PersistentChains", "cd_chains", "check_k", "check_one_particle",
-           "contrastive_parts", "down_pass", "energy_traces", "mean_values", "require_energy_sites",
-           "site_energy", "site_state"]
+__all__ = ["ChainBank", "GibbsSweeps", "PersistentChains", "cd_chains", "check_k",
+           "check_one_particle", "contrastive_parts", "down_pass", "energy_traces",
+           "mean_values", "require_energy_sites", "site_energy", "site_state"]
 
 
 def check_k(k) -> int:
@@ -184,8 +184,23 @@ def down_pass(model, name: str, states: torch.Tensor, *, obs_site: str = OBS_SIT
     return Dream(tr.nodes[obs_site]["value"], latents, tr, int(n))
 
 
-# --------------------------------------------------------------------------- persistent
-class PersistentChains:
+# --------------------------------------------------------------------------- mixins
+class GibbsSweeps:
+    """``__init__(*, k=1)`` of the contrastive estimators (a mixin listed before
+    :class:`~ppl_dgm.estimators.base.Estimator`): ``k`` Gibbs sweeps per step, one
+    particle, and the capability flags they share."""
+
+    handles_discrete_latents: ClassVar[bool] = True
+    needs_reparam: ClassVar[bool] = False
+    handles_energy_sites: ClassVar[bool] = True
+
+    def __init__(self, *, k: int = 1, num_particles: int = 1, **options):
+        check_one_particle(num_particles, type(self).__name__)
+        super().__init__(num_particles=1, **options)
+        self.k = check_k(k)
+
+
+class PersistentChains(GibbsSweeps):
     """The persistent-chain estimators' protocol methods (a mixin for
     :class:`~ppl_dgm.estimators.base.Estimator` subclasses, listed before it).
 
@@ -199,12 +214,11 @@ class PersistentChains:
 
     def __init__(self, *, num_chains: int = 100, k: int = 1, num_particles: int = 1,
                  **options):
-        check_one_particle(num_particles, type(self).__name__)
-        super().__init__(num_particles=1, **options)
+        super().__init__(k=k, num_particles=num_particles, **options)
         if not isinstance(num_chains, int) or isinstance(num_chains, bool) or num_chains < 1:
             raise ValueError(f"num_chains must be a positive integer (persistent Gibbs "
                              f"chains per energy site), got {num_chains!r}")
-        self.num_chains, self.k = num_chains, check_k(k)
+        self.num_chains = num_chains
         self.aux = ChainBank()
 
     def surrogate(self, model, guide, *args, **kwargs) -> LossParts:

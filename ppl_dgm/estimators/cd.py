@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from ._gibbs import (
+    GibbsSweeps,
     cd_chains,
-    check_k,
-    check_one_particle,
     contrastive_parts,
     energy_traces,
     require_energy_sites,
@@ -17,7 +16,7 @@ from .base import Estimator, LossParts
 __all__ = ["ContrastiveDivergence"]
 
 
-class ContrastiveDivergence(Estimator):
+class ContrastiveDivergence(GibbsSweeps, Estimator):
     """CD-k: the model term from ``k`` block-Gibbs sweeps started at the data.
 
     For an energy-based site ``x ~ exp(-F(x)) / Z`` (an RBM over the data) the
@@ -41,15 +40,6 @@ class ContrastiveDivergence(Estimator):
     """
 
     name: ClassVar[str] = "cd"
-    handles_discrete_latents: ClassVar[bool] = True
-    needs_reparam: ClassVar[bool] = False
-    handles_energy_sites: ClassVar[bool] = True
-
-    def __init__(self, *, k: int = 1, num_particles: int = 1, **options):
-        check_one_particle(num_particles, type(self).__name__)
-        super().__init__(num_particles=1, **options)
-        self.k = check_k(k)
-
     def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
         tr = energy_traces(self, model, guide, args, kwargs)
         return contrastive_parts(tr, cd_chains(tr, self.k))

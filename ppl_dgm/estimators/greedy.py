@@ -7,13 +7,13 @@ from typing import ClassVar
 from ..errors import IncompatibleEstimatorError
 from ..protocol import rbm_stack
 from ..traces import data_argument
-from ._gibbs import ChainBank, check_k, check_one_particle
+from ._gibbs import ChainBank, GibbsSweeps
 from .base import Estimator, LossParts
 
 __all__ = ["GreedyLayerwise"]
 
 
-class GreedyLayerwise(Estimator):
+class GreedyLayerwise(GibbsSweeps, Estimator):
     """Contrastive divergence on RBM ``layer`` of a stack, fed by the layers below.
 
     The model declares :class:`~ppl_dgm.protocol.StacksRBMs` (a
@@ -35,19 +35,15 @@ class GreedyLayerwise(Estimator):
     """
 
     name: ClassVar[str] = "greedy"
-    handles_discrete_latents: ClassVar[bool] = True
-    needs_reparam: ClassVar[bool] = False
-    handles_energy_sites: ClassVar[bool] = True
 
     def __init__(self, *, layer: int | None = None, k: int = 1, persistent: bool = False,
                  num_chains: int = 100, num_particles: int = 1, **options):
-        check_one_particle(num_particles, type(self).__name__)
-        super().__init__(num_particles=1, **options)
+        super().__init__(k=k, num_particles=num_particles, **options)
         if layer is not None and (not isinstance(layer, int) or isinstance(layer, bool)
                                   or layer < 0):
             raise ValueError(f"layer must be a non-negative integer (0 is the RBM next to "
                              f"the data) or None for all layers, got {layer!r}")
-        self.layer, self.k, self.persistent = layer, check_k(k), bool(persistent)
+        self.layer, self.persistent = layer, bool(persistent)
         self.num_chains = int(num_chains)
         self.aux = ChainBank()
 

@@ -37,7 +37,4 @@ class MeanFieldPCD(PersistentChains, Estimator):
     """
 
     name: ClassVar[str] = "mf-pcd"
-    handles_discrete_latents: ClassVar[bool] = True
-    needs_reparam: ClassVar[bool] = False
-    handles_energy_sites: ClassVar[bool] = True
     mean_field: ClassVar[bool] = True

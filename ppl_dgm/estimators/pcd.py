@@ -33,7 +33,4 @@ class PersistentCD(PersistentChains, Estimator):
     """
 
     name: ClassVar[str] = "pcd"
-    handles_discrete_latents: ClassVar[bool] = True
-    needs_reparam: ClassVar[bool] = False
-    handles_energy_sites: ClassVar[bool] = True
     mean_field: ClassVar[bool] = False

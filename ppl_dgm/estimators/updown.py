@@ -8,9 +8,8 @@ from typing import ClassVar
 from ..protocol import untie
 from ._dreams import score_dream, sleep_objective
 from ._gibbs import (
+    GibbsSweeps,
     cd_chains,
-    check_k,
-    check_one_particle,
     contrastive_parts,
     down_pass,
     energy_traces,
@@ -22,7 +21,7 @@ from .base import Estimator, LossParts
 __all__ = ["UpDown"]
 
 
-class UpDown(Estimator):
+class UpDown(GibbsSweeps, Estimator):
     """Contrastive wake-sleep for a model whose top layers form an RBM (a DBN).
 
     One step on a batch ``x``:
@@ -49,15 +48,6 @@ class UpDown(Estimator):
     """
 
     name: ClassVar[str] = "updown"
-    handles_discrete_latents: ClassVar[bool] = True
-    needs_reparam: ClassVar[bool] = False
-    handles_energy_sites: ClassVar[bool] = True
-
-    def __init__(self, *, k: int = 1, num_particles: int = 1, **options):
-        check_one_particle(num_particles, type(self).__name__)
-        super().__init__(num_particles=1, **options)
-        self.k = check_k(k)
-
     def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
         tr = energy_traces(self, model, guide, args, kwargs)
         chains = cd_chains(tr, self.k)
