@@ -184,10 +184,10 @@ def main(argv=None) -> list[dict]:
                      "nll": -float(ll.mean()), "spread": 0.0, "log_z": "-", "seconds": sec})
 
     print(f"test NLL on {data.description}; {args.epochs} epochs per RBM stage")
-    print(f"{'model':<44} {'NLL':>8} {'+-':>6}  {'method':<18} {'train s':>7}  log Z")
+    print(f"{'model':<48} {'NLL':>8} {'+-':>6}  {'method':<18} {'train s':>7}  log Z")
     for r in rows:
         spread = f"{r['spread']:.3f}" if r["spread"] and math.isfinite(r["spread"]) else ""
-        print(f"{r['model']:<44} {r['nll']:8.3f} {spread:>6}  {r['method']:<18} "
+        print(f"{r['model']:<48} {r['nll']:8.3f} {spread:>6}  {r['method']:<18} "
               f"{r['seconds']:7.1f}  {r['log_z']}" + (f"; {r['extra']}" if "extra" in r else ""))
     return rows
 

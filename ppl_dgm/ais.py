@@ -186,17 +186,19 @@ def base_rate_logits(probs: torch.Tensor, *, eps: float = 1e-3) -> torch.Tensor:
     return torch.log(p) - torch.log1p(-p)
 
 
-def _log_f(v, beta, W, b, c, base, visible):
-    """Log unnormalised marginal of the intermediate model at inverse temperature beta."""
-    hidden = F.softplus(beta * (v @ W + c)).sum(-1)
+def _log_f(v, a, beta, b, base, visible):
+    """Log unnormalised marginal of the intermediate model at inverse temperature beta,
+    given the hidden pre-activations ``a = v W + c``."""
+    hidden = F.softplus(beta * a).sum(-1)
     if visible == "gaussian":
         return (-(1 - beta) * 0.5 * ((v - base) ** 2).sum(-1)
                 - beta * 0.5 * ((v - b) ** 2).sum(-1) + hidden)
     return (1 - beta) * (v @ base) + beta * (v @ b) + hidden
 
 
-def _transition(v, beta, W, b, c, base, visible, generator):
-    h = torch.bernoulli(torch.sigmoid(beta * (v @ W + c)), generator=generator)
+def _transition(v, a, beta, W, b, base, visible, generator):
+    """One block-Gibbs sweep at inverse temperature beta (``a = v W + c``)."""
+    h = torch.bernoulli(torch.sigmoid(beta * a), generator=generator)
     mean = (1 - beta) * base + beta * (b + h @ W.T)
     if visible == "gaussian":
         return mean + torch.randn(mean.shape, generator=generator, device=mean.device,
@@ -244,10 +246,10 @@ def ais_log_z(W: torch.Tensor, b: torch.Tensor, c: torch.Tensor, visible: str = 
     try:
         for k in range(1, num_temperatures + 1):
             lo, hi = betas[k - 1], betas[k]
-            log_w += _log_f(v, hi, W, b, c, base, visible) - _log_f(v, lo, W, b, c, base,
-                                                                    visible)
+            a = v @ W + c                                # shared by both terms and the sweep
+            log_w += _log_f(v, a, hi, b, base, visible) - _log_f(v, a, lo, b, base, visible)
             if k < num_temperatures:
-                v = _transition(v, hi, W, b, c, base, visible, generator)
+                v = _transition(v, a, hi, W, b, base, visible, generator)
             if bar is not None and k % 100 == 0:
                 bar.update(100)
     finally:
@@ -268,5 +270,5 @@ def ais_log_z(W: torch.Tensor, b: torch.Tensor, c: torch.Tensor, visible: str = 
         warnings.warn(f"AIS log Z = {out.value:.3f} +- {spread:.3f} (3 standard errors over "
                       f"{num_runs} runs) from {why}: AIS tends to underestimate log Z with "
                       f"too few temperatures; use num_temperatures >= 10000 for a "
-                      f"reported number", AISWarning, stacklevel=2)
+                      f"reported number", AISWarning, stacklevel=3)
     return out
