@@ -15,7 +15,7 @@ import warnings
 
 import pyro
 import torch
-from ppl_dgm.guides import NoLatents
+from ppl_dgm.guides import EmptyGuide
 from ppl_dgm.models import RBM
 from timing import measure, ppl_dgm_step, sync
 
@@ -72,7 +72,7 @@ def hand_closed_form(device, x, visible, hidden):
 
 
 def ours(device, x, visible, hidden):
-    model, guide = _rbm(device, visible, hidden), NoLatents()
+    model, guide = _rbm(device, visible, hidden), EmptyGuide()
     est = ContrastiveDivergence(k=1)
     est.prepare(model, guide, x[:2])
     return ppl_dgm_step(model, guide, est, x, device)

@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 import torch
-from ppl_dgm.guides import DBMMeanField, DBNGuide, GaussianEncoder, HelmholtzGuide, NoLatents
+from ppl_dgm.guides import DBMMeanField, DBNGuide, EmptyGuide, GaussianEncoder, HelmholtzGuide
 from ppl_dgm.models import DBM, DBN, RBM, VAE, SigmoidBeliefNet
 
 from ppl_dgm.data import load_digits
@@ -124,7 +124,7 @@ def main(argv=None) -> list[dict]:
              1e-3, 10, "sgd")):
         torch.manual_seed(args.seed)
         model = RBM(64, 16)
-        sec = _fit(model, NoLatents(), est(), data, _steps(args, data, batch), lr,
+        sec = _fit(model, EmptyGuide(), est(), data, _steps(args, data, batch), lr,
                    batch_size=batch, seed=args.seed, optim=optim)
         rows.append(_rbm_row(model, data, label, sec))
     for lr in (float(v) for v in args.sklearn_lrs.split(",") if v):
@@ -133,7 +133,7 @@ def main(argv=None) -> list[dict]:
     # ---- RBM 100, PCD; log Z by AIS
     torch.manual_seed(args.seed)
     model = RBM(64, 100, **ais_opts)
-    sec = _fit(model, NoLatents(), PersistentCD(num_chains=100), data,
+    sec = _fit(model, EmptyGuide(), PersistentCD(num_chains=100), data,
                _steps(args, data, 10), 1e-3, batch_size=10, seed=args.seed, optim="sgd")
     torch.manual_seed(args.seed)
     rows.append(_rbm_row(model, data, "RBM 100, PCD (100 chains, SGD, batch 10)", sec))

@@ -3,7 +3,7 @@
 from .dbm import DBMMeanField
 from .dbn import DBNGuide
 from .discriminator import DCGANDiscriminator, Discriminator, UnitPredictors
-from .empty import NoLatents
+from .empty import EmptyGuide
 from .exact import ConjugatePosteriorGuide
 from .gaussian import GaussianEncoder
 from .helmholtz import HelmholtzGuide
@@ -11,4 +11,4 @@ from .hierarchical import HierarchicalGuide
 
 __all__ = ["DCGANDiscriminator", "Discriminator", "UnitPredictors", "GaussianEncoder",
            "HelmholtzGuide", "ConjugatePosteriorGuide", "HierarchicalGuide",
-           "NoLatents", "DBNGuide", "DBMMeanField"]
+           "EmptyGuide", "DBNGuide", "DBMMeanField"]

@@ -1,27 +1,30 @@
-"""The guide of a model without latent sites (an RBM over its data)."""
+"""The empty guide: for models without latent variables (NADE, MADE, ...)."""
 
 from __future__ import annotations
 
 import torch
 from pyro.nn import PyroModule
 
-__all__ = ["NoLatents"]
+__all__ = ["EmptyGuide"]
 
 
-class NoLatents(PyroModule):
-    """Samples nothing: the guide of a model whose only sample site is its data (an
-    :class:`~ppl_dgm.models.RBM`, whose hidden units are summed out in the
-    distribution).  Every bound of :func:`ppl_dgm.evaluate.evaluate` is then the
-    model's ``log p(x)`` itself.
+class EmptyGuide(PyroModule):
+    """A guide that samples nothing, for a model whose only random site is the observed
+    data.  With it, the ELBO, IWAE and importance-sampled ``log p(x)`` all equal the
+    model's exact ``log p(x)``: training any likelihood estimator is maximum likelihood.
 
     Example::
 
-        fit(RBM(64, 16), NoLatents(), ContrastiveDivergence(), load_digits(), steps=3000)
+        from ppl_dgm.guides import EmptyGuide
+        from ppl_dgm.models import NADE
+        fit(NADE(x_dim=64), EmptyGuide(), ELBO(), data, steps=3000)
     """
 
     @classmethod
-    def from_model(cls, model, **options) -> NoLatents:
-        return cls(**options)
+    def from_model(cls, model, **options) -> EmptyGuide:
+        if options:
+            raise ValueError(f"the empty guide takes no options, got {sorted(options)}")
+        return cls()
 
     def forward(self, x: torch.Tensor | None = None, batch_size: int | None = None) -> None:
         return None

@@ -3,8 +3,8 @@
 The RBM's visible vector is the program's observed site ``"x"``, drawn from an
 :class:`~ppl_dgm.models._bipartite.RBMDistribution` inside ``pyro.plate("data", n)``;
 the hidden layer is summed out in the distribution, so the program has no latent
-sites and its guide samples nothing (``ppl_dgm.guides.NoLatents``, registry name
-``"none"``).  ``log p(x) = -F(x) - log Z``:
+sites and its guide samples nothing (``ppl_dgm.guides.EmptyGuide``, registry name
+``"empty"``).  ``log p(x) = -F(x) - log Z``:
 
 * ``log Z`` is exact (enumeration of the smaller layer) when that layer has at most
   :data:`~ppl_dgm.ais.ENUMERATION_LIMIT` units, else an AIS estimate with its spread
@@ -45,12 +45,12 @@ class RBM(PyroModule):
     Example::
 
         model = RBM(x_dim=64, hidden=16)
-        fit(model, NoLatents(), ContrastiveDivergence(k=1), load_digits(), steps=3000)
+        fit(model, EmptyGuide(), ContrastiveDivergence(k=1), load_digits(), steps=3000)
         model.log_prob(x)               # exact: 2^16 hidden states
         model.sample(64, mean=True)     # persistent block-Gibbs chains
     """
 
-    default_guide = "none"
+    default_guide = "empty"
 
     def __init__(self, x_dim: int = 64, hidden: int = 16, *, visible: str = "bernoulli",
                  ais_temperatures: int = 10000, ais_runs: int = 100, burn_in: int = 200,

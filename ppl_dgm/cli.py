@@ -14,6 +14,7 @@ from . import registry
 from .errors import CheckpointError, DataError, UnknownNameError
 from .protocol import log_partition, sampler
 from .runs import build_from_config, default_run_dir, init_from, load_run, start_run_dir
+from .undirected import log_z_line
 
 __all__ = ["main", "parse_options"]
 
@@ -233,9 +234,8 @@ def _train(args) -> int:
         exact = exact_log_prob(model, data.test.to(device))
         if exact is not None:
             print(f"test log-likelihood (exact): {float(exact.mean()):.3f}")
-        log_z = log_partition(model)
-        if log_z is not None:
-            print(f"log Z used above: {log_z.describe()}")
+        if log_partition(model) is not None:
+            print(f"{log_z_line(model)} (used above)")
     elif data.test.shape[0] > 1 and sampler(model) is not None:
         from .implicit import evaluate_implicit  # implicit models: sample-based metrics
 
@@ -255,8 +255,8 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from .evaluate import evaluate
-    from .traces import latent_sites, trace_program
     from .train import resolve_device
+    from .undirected import evaluate_lines, log_z_fields
 
     device = resolve_device(args.device)
     run = load_run(args.run_dir, device)
@@ -264,29 +264,21 @@ def _evaluate(args) -> int:
     x = (run.data.test if args.split == "test" else run.data.train).to(device)
     ks = tuple(int(k) for k in args.ks.split(",") if k)
     result = evaluate(run.model, run.guide, x, num_samples=args.samples, ks=ks)
-    log_z = log_partition(run.model)  # cached: computed once by evaluate above
     if args.json:
-        extra = {} if log_z is None else {"log_z": log_z.value, "log_z_spread": log_z.spread,
-                                          "log_z_method": log_z.method}
-        print(json.dumps({"step": ckpt.step, "split": args.split, **result.summary, **extra}))
+        print(json.dumps({"step": ckpt.step, "split": args.split, **result.summary,
+                          **log_z_fields(run.model)}))
         return 0
     print(f"{args.run_dir} at step {ckpt.step}, {args.split} split ({x.shape[0]} points), "
           f"nats per point:")
-    how = "" if log_z is None else (" (log Z exact)" if log_z.method == "exact"
-                                    else " (log Z by AIS)")
-    with torch.no_grad():
-        no_latents = not latent_sites(trace_program(run.guide, x[:2]))
-    if log_z is not None and no_latents:  # an RBM: every bound is log p(x) itself
-        key = "exact" if "exact" in result.summary else "is"
-        print(f"  {'log p(x) = -F(x) - log Z' + how:<44} {result.summary[key]:10.3f}")
-    else:
-        for key, value in result.summary.items():
-            if key != "num_samples":
-                label = {"elbo": "ELBO", "is": f"log p(x), IS K={args.samples}",
-                         "exact": "log p(x), exact"}.get(key, key.replace("iwae_", "IWAE K="))
-                print(f"  {label + ('' if key == 'exact' else how):<44} {value:10.3f}")
-    if log_z is not None:
-        print(f"  log Z: {log_z.describe()}")
+    lines = evaluate_lines(run.model, run.guide, x, result.summary, args.samples)
+    if lines is not None:  # log Z exact or by AIS, named on every line
+        print("\n".join(lines))
+        return 0
+    for key, value in result.summary.items():
+        if key != "num_samples":
+            label = {"elbo": "ELBO", "is": f"log p(x), IS K={args.samples}",
+                     "exact": "log p(x), exact"}.get(key, key.replace("iwae_", "IWAE K="))
+            print(f"  {label:<28} {value:10.3f}")
     return 0
 
 

@@ -41,10 +41,10 @@ from .guides import (
     DBNGuide,
     DCGANDiscriminator,
     Discriminator,
+    EmptyGuide,
     GaussianEncoder,
     HelmholtzGuide,
     HierarchicalGuide,
-    NoLatents,
     UnitPredictors,
 )
 from .models import (
@@ -83,7 +83,7 @@ GUIDES: dict[str, type] = {
     "dcgan-discriminator": DCGANDiscriminator,
     "predictors": UnitPredictors,
     "hierarchical": HierarchicalGuide,
-    "none": NoLatents,
+    "empty": EmptyGuide,
     "dbn": DBNGuide,
     "dbm-mean-field": DBMMeanField,
 }
@@ -118,7 +118,7 @@ DEFAULT_GUIDES: dict[str, str] = {
     "dcgan-generator": "dcgan-discriminator",
     "code": "predictors",
     "hierarchical": "hierarchical",
-    "rbm": "none",
+    "rbm": "empty",
     "dbn": "dbn",
     "dbm": "dbm-mean-field",
 }

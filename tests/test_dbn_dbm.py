@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ppl_dgm.guides import DBMMeanField, DBNGuide, NoLatents
+from ppl_dgm.guides import DBMMeanField, DBNGuide, EmptyGuide
 from ppl_dgm.models import DBM, DBN, RBM
 from pyro import poutine
 
@@ -133,7 +133,7 @@ def test_dbn_refusals():
     with pytest.raises(IncompatibleEstimatorError, match="'h1'.*energy-based.*updown"):
         fit(model, DBNGuide.from_model(model), WakeSleep(), data, steps=1)
     with pytest.raises(IncompatibleEstimatorError, match="stack of RBMs"):
-        fit(RBM(64, 8), NoLatents(), GreedyLayerwise(), data, steps=1)
+        fit(RBM(64, 8), EmptyGuide(), GreedyLayerwise(), data, steps=1)
     with pytest.raises(ValueError, match="layers 0..1"):
         fit(model, DBNGuide.from_model(model), GreedyLayerwise(layer=2), data, steps=1)
     with pytest.raises(ValueError, match="at least two"):

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from ppl_dgm.guides import NoLatents
+from ppl_dgm.guides import EmptyGuide
 from ppl_dgm.models import RBM
 from scipy import stats
 
@@ -131,7 +131,7 @@ def _transition(model) -> torch.Tensor:
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_cd_k_gradient_is_the_exact_data_term_minus_the_exact_k_step_chain_term(k):
-    model, guide = _random_rbm(3, 2, scale=1.5), NoLatents()
+    model, guide = _random_rbm(3, 2, scale=1.5), EmptyGuide()
     x = torch.tensor([[1, 0, 1], [0, 0, 1], [1, 1, 0]], dtype=D)
     states = _states(3)
     index = (x * (2 ** torch.arange(3, dtype=D))).sum(-1).long()
@@ -150,7 +150,7 @@ def test_pcd_model_term_approaches_the_exact_model_expectation():
     """At fixed parameters the persistent chains converge to p(v): the model term of
     the surrogate, n * mean_c dF(v_c), reaches n * E_p[dF(v)] within Monte Carlo error,
     from an error several times larger at the random start."""
-    model, guide = _random_rbm(4, 3, scale=1.5, seed=2), NoLatents()
+    model, guide = _random_rbm(4, 3, scale=1.5, seed=2), EmptyGuide()
     x = _states(4)[:5]
     v = _states(4)
     p = torch.exp(model.log_prob(v))
@@ -190,16 +190,16 @@ def test_block_gibbs_samples_match_the_exact_distribution():
 def test_non_binary_data_is_refused_with_the_fix():
     data = load_digits()
     with pytest.raises(DataError, match="binar"):
-        fit(RBM(64, 8), NoLatents(), ContrastiveDivergence(), data.train * 0.5, steps=1)
+        fit(RBM(64, 8), EmptyGuide(), ContrastiveDivergence(), data.train * 0.5, steps=1)
     with pytest.raises(DataError, match="binarise.*gaussian"):   # the estimator's own check
-        ContrastiveDivergence().loss(RBM(64, 8), NoLatents(), data.train[:10] * 0.5)
+        ContrastiveDivergence().loss(RBM(64, 8), EmptyGuide(), data.train[:10] * 0.5)
 
 
 @pytest.mark.parametrize("estimator", [ELBO(), IWAE(num_particles=5)])
 def test_likelihood_estimators_refuse_an_rbm_and_suggest_cd(estimator):
     data = load_digits()
     with pytest.raises(IncompatibleEstimatorError, match=r"'x'.*energy-based.*'cd'.*'pcd'"):
-        fit(RBM(64, 8), NoLatents(), estimator, data, steps=1)
+        fit(RBM(64, 8), EmptyGuide(), estimator, data, steps=1)
 
 
 def test_cd_refuses_a_model_without_energy_sites_and_bad_options():
@@ -224,8 +224,8 @@ def test_cd_and_pcd_train_an_rbm_on_digits_and_evaluate_reports_exact_log_px():
     for est in (ContrastiveDivergence(k=1), PersistentCD(num_chains=50)):
         torch.manual_seed(0)
         model = RBM(64, 8)
-        fit(model, NoLatents(), est, data, steps=400, lr=1e-2, device="cpu")
-        ev = evaluate(model, NoLatents(), data.test, num_samples=10, ks=(1,), repeats=1)
+        fit(model, EmptyGuide(), est, data, steps=400, lr=1e-2, device="cpu")
+        ev = evaluate(model, EmptyGuide(), data.test, num_samples=10, ks=(1,), repeats=1)
         assert ev.summary["exact"] == pytest.approx(ev.summary["is"], abs=1e-4)
         assert -ev.summary["exact"] < 25.3, est.name
     assert est.aux.chains_x.shape == (50, 64)     # persistent chains are buffers

@@ -35,7 +35,7 @@ class ContrastiveDivergence(GibbsSweeps, Estimator):
 
     Example::
 
-        fit(RBM(64, 16), NoLatents(), ContrastiveDivergence(k=1), load_digits(),
+        fit(RBM(64, 16), EmptyGuide(), ContrastiveDivergence(k=1), load_digits(),
             steps=3000, lr=3e-3)
     """
 

@@ -28,7 +28,7 @@ class PersistentCD(PersistentChains, Estimator):
 
     Example::
 
-        fit(RBM(64, 100), NoLatents(), PersistentCD(num_chains=100), load_digits(),
+        fit(RBM(64, 100), EmptyGuide(), PersistentCD(num_chains=100), load_digits(),
             steps=3000, lr=1e-3)
     """
 
