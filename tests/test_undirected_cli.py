@@ -74,10 +74,11 @@ def test_compare_cd_pcd_on_a_small_rbm(tmp_path, capsys):
     out = _run(capsys, "compare", "--model", "rbm", "--model-opt", "hidden=6", "--estimators",
                "cd,pcd:num_chains=50", "--steps", "40", "--lr", "1e-2", "--grad-draws", "5",
                "--eval-samples", "5", "--iwae-k", "2", "--curve-particles", "2",
-               "--out", str(tmp_path / "cmp"), "--no-plots", "--no-progress",
+               "--out", str(tmp_path / "cmp"), "--no-progress",
                "--device", "cpu")
     runs = json.loads((tmp_path / "cmp" / "results.json").read_text())["runs"]
     assert "cd" in out and "pcd" in out and len(runs) == 2
+    assert (tmp_path / "cmp" / "gradients.png").is_file()   # a guide without parameters
     for r in runs:
         assert r["status"] == "ok", r
         assert r["exact_logpx"] == pytest.approx(r["is_logpx"], abs=1e-4)
