@@ -1,5 +1,7 @@
 """Inference networks as Pyro guides (installed as ``ppl_dgm.guides``)."""
 
+from .dbm import DBMMeanField
+from .dbn import DBNGuide
 from .discriminator import DCGANDiscriminator, Discriminator, UnitPredictors
 from .empty import EmptyGuide
 from .exact import ConjugatePosteriorGuide
@@ -10,4 +12,4 @@ from .sentence import SentenceEncoder
 
 __all__ = ["DCGANDiscriminator", "Discriminator", "UnitPredictors", "GaussianEncoder",
            "HelmholtzGuide", "ConjugatePosteriorGuide", "HierarchicalGuide",
-           "EmptyGuide", "SentenceEncoder"]
+           "EmptyGuide", "SentenceEncoder", "DBNGuide", "DBMMeanField"]

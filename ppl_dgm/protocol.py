@@ -18,7 +18,17 @@ ability           meaning                                               used by
                   trained with
 ``from_model``    (guides, a classmethod) build a guide fitting a       registry
                   model
+``log_partition`` ``log Z`` of an undirected part, exact or by AIS,      evaluate, CLI
+                  with its spread (:class:`ppl_dgm.ais.LogZ`)
+``layer_rbm``     (DBN-like stacks) the RBM of layer ``l`` and its      greedy training
+                  input from the layers below
+``untie``         (guides) copy tied recognition weights into the       up-down
+                  guide's own parameters before they are trained
 ================  ====================================================  ===============
+
+A *distribution* may declare one ability, :class:`EnergyBased`: it is known up to its
+normaliser (an RBM's ``exp(-F(v)) / Z``) and offers the free energy and block-Gibbs
+chains that contrastive estimators (``cd``, ``pcd``) need.
 
 A model that lacks an ability still trains, compares and diagnoses; only the
 features built on it are skipped or done another way (e.g. samples drawn by running the
@@ -35,6 +45,10 @@ import torch
 __all__ = [
     "BuildsFromModel",
     "DeclaresLatents",
+    "EnergyBased",
+    "PartitionFunction",
+    "StacksRBMs",
+    "Unties",
     "DeclaresWidth",
     "ExactLikelihood",
     "HasDefaultGuide",
@@ -43,7 +57,10 @@ __all__ = [
     "default_guide_name",
     "exact_log_prob",
     "latent_widths",
+    "log_partition",
+    "rbm_stack",
     "sampler",
+    "untie",
 ]
 
 
@@ -97,6 +114,55 @@ class BuildsFromModel(Protocol):
     def from_model(cls, model, **options): ...
 
 
+@runtime_checkable
+class EnergyBased(Protocol):
+    """A distribution ``p(v) = exp(-F(v)) / Z`` with a free energy and Gibbs chains.
+
+    ``free_energy(v)`` is differentiable in the distribution's parameters;
+    ``gibbs(v, steps)`` runs ``steps`` block-Gibbs sweeps from states ``v`` without
+    gradient; ``init_chains(n)`` gives ``n`` random starting states;
+    ``unnormalised()`` is the same distribution whose ``log_prob`` is ``-F(v)`` (no
+    ``log Z`` is computed), which estimators use inside their surrogates."""
+
+    def free_energy(self, value: torch.Tensor) -> torch.Tensor: ...
+
+    def gibbs(self, value: torch.Tensor, steps: int = 1) -> torch.Tensor: ...
+
+    def init_chains(self, n: int) -> torch.Tensor: ...
+
+    def unnormalised(self): ...
+
+
+@runtime_checkable
+class PartitionFunction(Protocol):
+    """``log_partition()`` returns the model's ``log Z`` (its undirected part's) as a
+    :class:`ppl_dgm.ais.LogZ`: exact by enumeration when small, else by AIS (cached
+    while the parameters do not change)."""
+
+    def log_partition(self): ...
+
+
+@runtime_checkable
+class StacksRBMs(Protocol):
+    """A stack of RBMs trained greedily (a deep belief net): ``layer_rbm(l)`` is the
+    :class:`EnergyBased` distribution of RBM ``l`` (0 next to the data) and
+    ``layer_input(l, x)`` its input, the recognition states of the layers below."""
+
+    num_rbms: int
+
+    def layer_rbm(self, layer: int): ...
+
+    def layer_input(self, layer: int, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Unties(Protocol):
+    """A guide whose recognition weights start tied to its model's (``untie()``
+    copies them into its own parameters, once)."""
+
+    def untie(self) -> None: ...
+
+
 # --------------------------------------------------------------------------- accessors
 def data_width(model) -> int | None:
     """The data width the model declares (``x_dim``), or None."""
@@ -130,3 +196,21 @@ def default_guide_name(model_or_class) -> str | None:
     """The registry name of the model's usual guide, or None."""
     name = getattr(model_or_class, "default_guide", None)
     return name if isinstance(name, str) else None
+
+
+def log_partition(model):
+    """The model's ``log Z`` (a :class:`ppl_dgm.ais.LogZ`), or None if it declares none."""
+    return model.log_partition() if isinstance(model, PartitionFunction) else None
+
+
+def rbm_stack(model):
+    """``model`` itself if it is a greedily trainable stack of RBMs, else None."""
+    return model if isinstance(model, StacksRBMs) else None
+
+
+def untie(guide) -> bool:
+    """Untie a guide's recognition weights where it has tied ones; whether it could."""
+    if isinstance(guide, Unties):
+        guide.untie()
+        return True
+    return False

@@ -27,12 +27,19 @@ from .estimators import (
     REINFORCE,
     VIMCO,
     WGANGP,
+    ContrastiveDivergence,
     DRegRWS,
+    GreedyLayerwise,
+    MeanFieldPCD,
+    PersistentCD,
     PredictabilityMinimization,
     ReweightedWakeSleep,
+    UpDown,
     WakeSleep,
 )
 from .guides import (
+    DBMMeanField,
+    DBNGuide,
     DCGANDiscriminator,
     Discriminator,
     EmptyGuide,
@@ -43,10 +50,13 @@ from .guides import (
     UnitPredictors,
 )
 from .models import (
+    DBM,
+    DBN,
     MADE,
     MADEVAE,
     NADE,
     NADEVAE,
+    RBM,
     VAE,
     ConjugateGaussian,
     DCGANGenerator,
@@ -75,6 +85,9 @@ MODELS: dict[str, type] = {
     "made-vae": MADEVAE,
     "nade-vae": NADEVAE,
     "sentence-vae": SentenceVAE,
+    "rbm": RBM,
+    "dbn": DBN,
+    "dbm": DBM,
 }
 GUIDES: dict[str, type] = {
     "gaussian": GaussianEncoder,
@@ -85,6 +98,8 @@ GUIDES: dict[str, type] = {
     "hierarchical": HierarchicalGuide,
     "empty": EmptyGuide,
     "sentence": SentenceEncoder,
+    "dbn": DBNGuide,
+    "dbm-mean-field": DBMMeanField,
 }
 ESTIMATORS: dict[str, type] = {
     "elbo": ELBO,
@@ -102,6 +117,11 @@ ESTIMATORS: dict[str, type] = {
     "mmd": MMD,
     "pm": PredictabilityMinimization,
     "aavae": AAVAE,
+    "cd": ContrastiveDivergence,
+    "pcd": PersistentCD,
+    "mf-pcd": MeanFieldPCD,
+    "greedy": GreedyLayerwise,
+    "updown": UpDown,
 }
 # The guide a model is usually trained with (``--guide`` may be omitted).
 DEFAULT_GUIDES: dict[str, str] = {
@@ -117,6 +137,9 @@ DEFAULT_GUIDES: dict[str, str] = {
     "made-vae": "gaussian",
     "nade-vae": "gaussian",
     "sentence-vae": "sentence",
+    "rbm": "empty",
+    "dbn": "dbn",
+    "dbm": "dbm-mean-field",
 }
 
 _TABLES = {"model": MODELS, "guide": GUIDES, "estimator": ESTIMATORS}

@@ -35,7 +35,7 @@ from .estimators.base import Estimator
 from .programs import set_training, trainables
 
 __all__ = ["CONFIG_FILE", "BuiltRun", "LoadedRun", "build_from_config", "default_run_dir",
-           "load_run", "start_run_dir"]
+           "init_from", "load_run", "start_run_dir"]
 
 CONFIG_FILE = "config.json"
 
@@ -120,3 +120,15 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
         m.to(device)
     set_training(False, model, guide)
     return LoadedRun(config, data, model, guide, estimator, ckpt)
+
+
+def init_from(run_dir: str | Path, model, guide) -> None:
+    """Copy the model and guide weights of another run into ``model`` and ``guide``
+    (built with the same options), e.g. up-down fine-tuning after greedy training."""
+    other = load_run(run_dir)
+    for role, live, saved in (("model", model, other.model), ("guide", guide, other.guide)):
+        try:
+            live.load_state_dict(saved.state_dict())
+        except RuntimeError as e:
+            raise ValueError(f"--init-from {run_dir}: its {role} does not fit this run's "
+                             f"(build both with the same options): {e}") from None

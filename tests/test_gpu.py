@@ -12,7 +12,13 @@ from ppl_dgm.train import StepFunction, fit, make_optimizer
 pytestmark = pytest.mark.gpu
 
 
+# estimators of energy-based (undirected) models, and the model each trains
+_ENERGY_MODELS = {"mf-pcd": "dbm", "greedy": "dbn", "updown": "dbn"}
+
+
 def _model_for(est_cls) -> str:
+    if getattr(est_cls, "handles_energy_sites", False):
+        return _ENERGY_MODELS.get(est_cls.name, "rbm")
     if not est_cls.needs_likelihood:
         return "generator"
     if est_cls.handles_discrete_latents and "sbn" in registry.MODELS:

@@ -118,8 +118,8 @@ def test_estimators_know_no_model_or_guide(name):
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_nothing_imports_the_command_line(name):
-    if name != "ppl_dgm.cli":
-        assert "ppl_dgm.cli" not in _imports(name)
+    if not name.startswith("ppl_dgm.cli"):
+        assert not {m for m in _imports(name) if m.startswith("ppl_dgm.cli")}
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

@@ -55,8 +55,9 @@ def _run(program: str, estimator: str, path: str) -> str:
         except REFUSALS as e:
             assert _names_a_site_or_plate(str(e)), f"refusal names no site or plate: {e}"
             expected = PROGRAMS[program][3]
-            if registry.ESTIMATORS[estimator].needs_likelihood:  # else: not a generator
-                assert expected is None or expected in str(e), e
+            cls = registry.ESTIMATORS[estimator]
+            if cls.needs_likelihood and not cls.handles_energy_sites:   # else: refused
+                assert expected is None or expected in str(e), e       # for its own reason
             return "refused"
     assert all(math.isfinite(v) for v in losses), losses
     return "trained"
@@ -76,6 +77,8 @@ def _expected(program: str, estimator: str) -> str:
     """'refused' (must be), 'trained' (must be), or 'either'."""
     cls = registry.ESTIMATORS[estimator]
     if PROGRAMS[program][3] is not None or not cls.needs_likelihood:
+        return "refused"
+    if getattr(cls, "handles_energy_sites", False):   # CD-type: energy-based sites only
         return "refused"
     if program in NOT_REPARAMETERISED and cls.needs_reparam:
         return "refused"

@@ -112,6 +112,7 @@ def plot_gradients(result, path: str | Path) -> Path:
         for row, (key, title) in enumerate((("mean_variance", "gradient variance (per param)"),
                                             ("snr", "gradient SNR"))):
             ax = axes[row][col]
+            shown = False
             for i, label in enumerate(labels):
                 means, lo, hi = [], [], []
                 for snap in _SNAPSHOTS:
@@ -125,9 +126,14 @@ def plot_gradients(result, path: str | Path) -> Path:
                 xs = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(_SNAPSHOTS))]
                 ax.bar(xs, means, width=width, color=colors[label], label=label,
                        yerr=[lo, hi], capsize=2, error_kw={"lw": 0.8})
+                shown = shown or any(_finite(m) and m > 0 for m in means)
             ax.set_xticks(range(len(_SNAPSHOTS)))
             ax.set_xticklabels(_SNAPSHOTS)
-            ax.set_yscale("log")
+            if shown:
+                ax.set_yscale("log")
+            else:  # e.g. a guide without parameters (an RBM's empty guide)
+                ax.text(0.5, 0.5, "no values (no trainable parameters?)", ha="center",
+                        va="center", transform=ax.transAxes, fontsize=9)
             ax.set_title(f"{group}: {title}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
     steps = result.config["snapshot_steps"]

@@ -27,6 +27,7 @@ import torch
 from pyro.infer import ELBO
 
 from .. import particles
+from ..energy import energy_sites, unnormalised_energies
 from ..errors import IncompatibleEstimatorError
 from ..traces import Traces, as_call, guess_plate_nesting, latent_sites
 
@@ -85,6 +86,7 @@ class Estimator(ELBO):
     needs_reparam: ClassVar[bool] = True
     needs_likelihood: ClassVar[bool] = True
     min_particles: ClassVar[int] = 1
+    handles_energy_sites: ClassVar[bool] = False
 
     def __init__(self, *, num_particles: int = 1, max_plate_nesting: float | None = None,
                  vectorize_particles: bool | None = None,
@@ -194,8 +196,9 @@ class Estimator(ELBO):
 
         Names the offending site and lists the registered estimators that can.
         """
-        self.check_traces(self.traces(model, guide, args, kwargs,
-                                      num_particles=self._check_particles))
+        with unnormalised_energies():  # no log Z (an AIS run) just to check
+            self.check_traces(self.traces(model, guide, args, kwargs,
+                                          num_particles=self._check_particles))
 
     @property
     def _check_particles(self) -> int:
@@ -205,6 +208,8 @@ class Estimator(ELBO):
     def check_traces(self, tr: Traces) -> None:
         """The checks of :meth:`check` on one run's traces."""
         check_no_enumeration(tr)
+        if not self.handles_energy_sites:
+            check_no_energy_sites(self, tr)
         if self.needs_reparam:
             for name in latent_sites(tr.guide_trace):
                 fn = tr.guide_trace.nodes[name]["fn"]
@@ -239,7 +244,8 @@ class Estimator(ELBO):
         return {"handles_discrete_latents": self.handles_discrete_latents,
                 "needs_reparam": self.needs_reparam,
                 "needs_likelihood": self.needs_likelihood,
-                "min_particles": self.min_particles}
+                "min_particles": self.min_particles,
+                "handles_energy_sites": self.handles_energy_sites}
 
 
 def _dist_name(fn) -> str:
@@ -255,6 +261,23 @@ def _discrete_capable() -> list[str]:
 
     return [f"{cls.__name__} ({name!r})" for name, cls in ESTIMATORS.items()
             if cls.handles_discrete_latents]
+
+
+def check_no_energy_sites(est: Estimator, tr: Traces) -> None:
+    """Refuse energy-based (undirected) sites: their ``log Z`` has no gradient here."""
+    names = energy_sites(tr.model_trace)
+    if names:
+        from ..registry import ESTIMATORS
+
+        capable = [f"{cls.__name__} ({name!r})" for name, cls in ESTIMATORS.items()
+                   if cls.handles_energy_sites]
+        fn = tr.model_trace.nodes[names[0]]["fn"]
+        raise IncompatibleEstimatorError(
+            f"estimator {est.name!r} cannot train the model's site {names[0]!r}: it is "
+            f"an energy-based distribution ({_dist_name(fn)}, an RBM) known up to its "
+            f"normaliser log Z, whose gradient (the model term E_p[dF]) a likelihood "
+            f"estimator cannot compute. Train it with contrastive divergence: "
+            f"{', '.join(capable) or 'none registered'}")
 
 
 def _register_params(model, guide, aux) -> None:
