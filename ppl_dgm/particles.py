@@ -106,6 +106,8 @@ def vectorizable(model: Callable, guide: Callable, args: tuple, kwargs: dict, *,
             reason = _missing_particle_dim(tr, nesting)
     ok = reason is None
     _DECISIONS.set(model, guide, ok)
+    if not ok and not _runs_one_by_one(model, guide, args, kwargs, nesting):
+        return False        # the programs fail either way: their own error will say why
     if not ok:
         warnings.warn(
             f"model {program_name(model)!r} and guide {program_name(guide)!r} cannot draw "
@@ -117,6 +119,15 @@ def vectorizable(model: Callable, guide: Callable, args: tuple, kwargs: dict, *,
             f"Pass vectorize_particles=False to the estimator to choose this and silence "
             f"the warning.", ParticleWarning, stacklevel=3)
     return ok
+
+
+def _runs_one_by_one(model, guide, args, kwargs, nesting: int) -> bool:
+    with torch.random.fork_rng(devices=cuda_devices(args, kwargs)), torch.no_grad():
+        try:
+            run_traces(model, guide, args, kwargs, num_particles=1, nesting=nesting)
+        except Exception:
+            return False
+    return True
 
 
 def _missing_particle_dim(tr, nesting: int) -> str | None:

@@ -344,11 +344,12 @@ def _reduce_runs(runs: list[_Run], *, nesting: int, num_particles: int, sequenti
             # log density, not a common factor: every site keeps its own scale
             scale = 1.0
     validate = poutine.util.is_validation_enabled()
-    vectorised_k = num_particles > 1 and not sequential
     tr = Traces(model_tr, guide_tr, {}, {}, latents, observed, scale, nesting,
                 num_particles, per_point, plate, sequential, [(r.model_trace, r.guide_trace)
                                                               for r in runs])
-    per_run = [_site_terms(tr, r, detach, validate, nesting + vectorised_k) for r in runs]
+    # Pyro's checks with its default max_plate_nesting=inf: every batch dimension of a
+    # site must be one of its plates (the particle plate included)
+    per_run = [_site_terms(tr, r, detach, validate, float("inf")) for r in runs]
     for table in _REDUCED + _FULL:
         parts = [getattr(t, table) for t in per_run]
         if not sequential:
