@@ -76,6 +76,7 @@ __all__ = [
     "is_factor",
     "latent_sites",
     "observed_sites",
+    "particle_plate",
     "reduce_site",
     "rescale",
     "run_traces",
@@ -257,7 +258,9 @@ def rescale(lp: torch.Tensor, site: dict, scale, per_point: bool) -> torch.Tenso
     return lp * s
 
 
-def _particle_plate(num_particles: int, nesting: int):
+def particle_plate(num_particles: int, nesting: int):
+    """A wrapper running a program inside the particle plate (outermost, at dim
+    ``-(nesting + 1)``)."""
     def wrap(fn):
         def wrapped(*args, **kwargs):
             with pyro.plate(PARTICLE_PLATE, num_particles, dim=-(nesting + 1)):
@@ -314,7 +317,7 @@ def run_traces(model: Callable, guide: Callable, args=(), kwargs: Mapping | None
     args, kwargs = as_call(args, {**dict(kwargs or {}), **dict(model_kwargs or {})})
     k = int(num_particles)
     if k > 1 and vectorize:
-        plate = _particle_plate(k, nesting)
+        plate = particle_plate(k, nesting)
         runs = [_run_once(plate(model), plate(guide), args, kwargs, guide_value_hook, None)]
     else:
         runs = [_run_once(model, guide, args, kwargs, guide_value_hook,

@@ -41,7 +41,7 @@ from torch import nn
 
 from ..particles import PairCache
 from ..sites import PARTICLE_PLATE, data_frame, data_plate_name, is_factor, sum_to_frames
-from ..traces import Traces, as_call, latent_sites, observed_sites
+from ..traces import Traces, as_call, latent_sites, observed_sites, particle_plate
 
 __all__ = ["DependencyStructure", "RunningMoments", "StructureCache", "dependency_structure",
            "module_key", "nonreparam_sites", "partially_reparameterised", "pathwise_log_w",
@@ -203,19 +203,25 @@ def _provenance_of_log_prob(site) -> frozenset:
 
 
 @torch.no_grad()
-def dependency_structure(model, guide, args=(), kwargs=None, *,
-                         subsamples=None) -> DependencyStructure:
+def dependency_structure(model, guide, args=(), kwargs=None, *, subsamples=None,
+                         particles: tuple[int, int] | None = None) -> DependencyStructure:
     """Run model and guide once with provenance tracking and read the dependencies.
 
     Tracking wraps tensors in :class:`pyro.ops.provenance.ProvenanceTensor` (slow), so
     this runs once per model/guide pair and set of site names (see
     :class:`StructureCache`), and the training step reuses the result.  ``subsamples``
     (a trace) replays the plates' subsample indices of a step, so that the tracked run
-    has the step's site names.
+    has the step's site names; ``particles = (K, nesting)`` runs it under the particle
+    plate, for programs that are only run vectorised.
     """
     args, kwargs = as_call(args, kwargs)
     if subsamples is not None:
         guide = poutine.replay(guide, trace=subsamples)
+    extra = 0
+    if particles is not None:
+        k, nesting = particles
+        plate = particle_plate(k, nesting)
+        model, guide, extra = plate(model), plate(guide), 1
     with pyro.validation_enabled(False), _TrackScoreSites():
         guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
         model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(
@@ -240,7 +246,7 @@ def dependency_structure(model, guide, args=(), kwargs=None, *,
         event_shape = tuple(site["fn"].event_shape)
         event_sizes[s] = int(torch.Size(event_shape).numel())
         # the value is batched by the data plate alone: (B, *event_shape)
-        data_only[s] = (site["value"].dim() - len(event_shape) == 1
+        data_only[s] = (site["value"].dim() - len(event_shape) == 1 + extra
                         and data_frame(site, plate) is not None)
     per_point = plate is not None and all(data_frame(tr.nodes[n], plate) is not None
                                           for tr in (guide_tr, model_tr)
@@ -275,8 +281,10 @@ class StructureCache:
             for name, site in tr.guide_trace.nodes.items():
                 if site_is_subsample(site):
                     subsamples.add_node(name, **site)
-            table[key] = dependency_structure(model, guide, args, kwargs,
-                                              subsamples=subsamples)
+            vectorised = tr.num_particles > 1 and not tr.sequential
+            table[key] = dependency_structure(
+                model, guide, args, kwargs, subsamples=subsamples,
+                particles=(tr.num_particles, tr.nesting) if vectorised else None)
         return table[key]
 
 
