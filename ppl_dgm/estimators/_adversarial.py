@@ -16,13 +16,16 @@ adversarial estimators share and no estimator itself:
 * contract checks (:func:`check_generator`, :func:`check_discriminator`) that name
   what is wrong and what to use instead;
 * alternating schedules (:func:`check_n_critic`, :func:`alternating_groups`): ``k``
-  adversary-only steps, then one player-only step.
+  adversary-only steps, then one player-only step;
+* :class:`TwoPlayers`, a mixin (not an estimator) with the capability flags, the
+  schedule and the contract checks of a generator played against a discriminator guide.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 
 import torch
 from pyro import poutine
@@ -31,6 +34,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from ..errors import DataError, IncompatibleEstimatorError
+from ..traces import data_argument
 
 __all__ = [
     "CRITIC_GROUPS",
@@ -39,6 +43,7 @@ __all__ = [
     "INDICATOR_SITE",
     "LOSSES",
     "GanGame",
+    "TwoPlayers",
     "alternating_groups",
     "check_discriminator",
     "check_generator",
@@ -272,3 +277,23 @@ def alternating_groups(step: int, n_critic: int | None, adversary: frozenset[str
     if n_critic is None:
         return None
     return adversary if step % (n_critic + 1) < n_critic else player
+
+
+class TwoPlayers:
+    """Mixin of the estimators that play a generator (the model) against a
+    discriminator (the guide): their capability flags, the alternating schedule over
+    ``self.n_critic`` and the contract checks.  Put it before ``Estimator`` in the
+    bases."""
+
+    handles_discrete_latents: ClassVar[bool] = False
+    needs_reparam: ClassVar[bool] = False
+    needs_likelihood: ClassVar[bool] = False
+    n_critic: int | None = None
+
+    def active_groups(self, step: int) -> frozenset[str] | None:
+        return alternating_groups(step, self.n_critic, CRITIC_GROUPS, GENERATOR_GROUPS)
+
+    def check(self, model, guide, *args, **kwargs) -> None:
+        x = data_argument(args, kwargs)
+        check_generator(model, x, self.name)
+        check_discriminator(guide, x, self.name)

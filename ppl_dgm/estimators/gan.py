@@ -32,12 +32,8 @@ from typing import ClassVar
 
 from ..traces import data_argument
 from ._adversarial import (
-    CRITIC_GROUPS,
-    GENERATOR_GROUPS,
     LOSSES,
-    alternating_groups,
-    check_discriminator,
-    check_generator,
+    TwoPlayers,
     check_instance_noise,
     check_n_critic,
     discriminator_loss,
@@ -49,7 +45,7 @@ from .base import Estimator, LossParts
 __all__ = ["GAN", "NSGAN"]
 
 
-class GAN(Estimator):
+class GAN(TwoPlayers, Estimator):
     """The GAN of Goodfellow et al. (2014): discriminator ``q_phi(y|x)`` against an
     implicit generator, in one routed surrogate.
 
@@ -77,9 +73,6 @@ class GAN(Estimator):
     """
 
     name: ClassVar[str] = "gan"
-    handles_discrete_latents: ClassVar[bool] = False
-    needs_reparam: ClassVar[bool] = False
-    needs_likelihood: ClassVar[bool] = False
     default_loss: ClassVar[str] = "minimax"
 
     def __init__(self, *, loss: str | None = None, n_critic: int | None = None,
@@ -91,14 +84,6 @@ class GAN(Estimator):
         self.loss_type = loss
         self.n_critic = check_n_critic(n_critic)
         self.instance_noise = check_instance_noise(instance_noise)
-
-    def active_groups(self, step: int) -> frozenset[str] | None:
-        return alternating_groups(step, self.n_critic, CRITIC_GROUPS, GENERATOR_GROUPS)
-
-    def check(self, model, guide, *args, **kwargs) -> None:
-        x = data_argument(args, kwargs)
-        check_generator(model, x, self.name)
-        check_discriminator(guide, x, self.name)
 
     def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
         x = data_argument(args, kwargs)

@@ -32,11 +32,7 @@ from torch.nn import functional as F
 
 from ..traces import data_argument
 from ._adversarial import (
-    CRITIC_GROUPS,
-    GENERATOR_GROUPS,
-    alternating_groups,
-    check_discriminator,
-    check_generator,
+    TwoPlayers,
     check_instance_noise,
     check_n_critic,
     discriminator_loss,
@@ -58,7 +54,7 @@ def importance_weighted_generator_loss(logits_fake: torch.Tensor) -> torch.Tenso
     return (w * F.softplus(-logits_fake)).sum()
 
 
-class IWGAN(Estimator):
+class IWGAN(TwoPlayers, Estimator):
     """Importance weighted GAN: the generator's gradient reweights its samples by
     ``D/(1 - D)``, normalised over groups of k (Hu et al. 2017, Eq. 16).
 
@@ -81,9 +77,6 @@ class IWGAN(Estimator):
     """
 
     name: ClassVar[str] = "iwgan"
-    handles_discrete_latents: ClassVar[bool] = False
-    needs_reparam: ClassVar[bool] = False
-    needs_likelihood: ClassVar[bool] = False
 
     def __init__(self, *, num_particles: int = 1, group: str = "particles",
                  n_critic: int | None = None, instance_noise: float = 0.0,
@@ -94,14 +87,6 @@ class IWGAN(Estimator):
         self.group = group
         self.n_critic = check_n_critic(n_critic)
         self.instance_noise = check_instance_noise(instance_noise)
-
-    def active_groups(self, step: int) -> frozenset[str] | None:
-        return alternating_groups(step, self.n_critic, CRITIC_GROUPS, GENERATOR_GROUPS)
-
-    def check(self, model, guide, *args, **kwargs) -> None:
-        x = data_argument(args, kwargs)
-        check_generator(model, x, self.name)
-        check_discriminator(guide, x, self.name)
 
     def _grouped(self, logits_gen: torch.Tensor) -> torch.Tensor:
         return logits_gen.reshape(-1, 1) if self.group == "batch" else logits_gen

@@ -22,11 +22,7 @@ import torch
 
 from ..traces import data_argument
 from ._adversarial import (
-    CRITIC_GROUPS,
-    GENERATOR_GROUPS,
-    alternating_groups,
-    check_discriminator,
-    check_generator,
+    TwoPlayers,
     check_n_critic,
     discriminator_logits,
     generate,
@@ -57,7 +53,7 @@ def gradient_penalty(critic, x_real: torch.Tensor, x_fake: torch.Tensor) -> torc
     return ((norm - 1.0) ** 2).sum()
 
 
-class WGANGP(Estimator):
+class WGANGP(TwoPlayers, Estimator):
     """WGAN-GP: critic ``f`` (the discriminator guide's logit) against an implicit
     generator.
 
@@ -75,9 +71,6 @@ class WGANGP(Estimator):
     """
 
     name: ClassVar[str] = "wgan-gp"
-    handles_discrete_latents: ClassVar[bool] = False
-    needs_reparam: ClassVar[bool] = False
-    needs_likelihood: ClassVar[bool] = False
 
     def __init__(self, *, penalty: float = 10.0, n_critic: int | None = 5,
                  **options):
@@ -86,14 +79,6 @@ class WGANGP(Estimator):
             raise ValueError(f"penalty must be >= 0, got {penalty!r}")
         self.penalty = float(penalty)
         self.n_critic = check_n_critic(n_critic)
-
-    def active_groups(self, step: int) -> frozenset[str] | None:
-        return alternating_groups(step, self.n_critic, CRITIC_GROUPS, GENERATOR_GROUPS)
-
-    def check(self, model, guide, *args, **kwargs) -> None:
-        x = data_argument(args, kwargs)
-        check_generator(model, x, self.name)
-        check_discriminator(guide, x, self.name)
 
     def surrogate(self, model, guide, *args, **kwargs) -> LossParts:
         x = data_argument(args, kwargs)
