@@ -311,16 +311,25 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                           "likelihood scale", step=done,
                         checkpoint=str(last_ckpt) if last_ckpt else None)
                 good_state = _snapshot(modules, step=done)
-                if eval_every and eval_data is not None and getattr(
-                        estimator, "needs_likelihood", True) and (done % eval_every == 0
-                                                                   or done == steps):
-                    heldout = _heldout(modules, model, guide, eval_data, eval_particles, call)
-                    if heldout is not None:
-                        row[f"heldout_bound_k{eval_particles}"] = heldout
-                if callback is not None:
-                    t_cb = time.perf_counter()
-                    callback(done, row)
-                    paused += time.perf_counter() - t_cb
+                try:
+                    if eval_every and eval_data is not None and getattr(
+                            estimator, "needs_likelihood", True) and (
+                                done % eval_every == 0 or done == steps):
+                        heldout = _heldout(modules, model, guide, eval_data,
+                                           eval_particles, call)
+                        if heldout is not None:
+                            row[f"heldout_bound_k{eval_particles}"] = heldout
+                    if callback is not None:
+                        t_cb = time.perf_counter()
+                        callback(done, row)
+                        paused += time.perf_counter() - t_cb
+                except Exception:
+                    # held-out evaluation or the user's callback failed: the trained state
+                    # is good (its loss passed the check), so keep it before giving up
+                    if run_path is not None:
+                        save_checkpoint(run_path, done, modules=modules,
+                                        optimizer=optimizer, meta=meta)
+                    raise
                 history.append(row)
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['loss']:.4g}")
@@ -370,5 +379,12 @@ def _heldout(modules, model, guide, x, k, call) -> float | None:
         return float(bound(model, guide, x, k, call=call).mean())
     except DataError:
         return None
+    except ValueError as e:
+        raise ValueError(
+            f"the held-out bound on {x.shape[0]} evaluation points failed: {e}. A guide "
+            f"whose parameters are sized by the training batch (an AutoNormal over local "
+            f"latents, one parameter per point) cannot score new points: amortise it (an "
+            f"encoder network), or train without held-out bounds (eval_every=0, "
+            f"--eval-every 0)") from e
     finally:
         modules["model"].train(), modules["guide"].train()

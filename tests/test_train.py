@@ -210,3 +210,43 @@ def test_svi_accepts_an_estimator(digits):
         svi.step(x)
     last = sum(svi.step(x) for _ in range(5))
     assert last < first - 5 * 200 * 5  # > 5 nats per point lower loss
+
+
+def test_failing_callback_or_heldout_bound_keeps_the_trained_state(digits, tmp_path):
+    """A failure after the loss check (held-out bound, the user's callback) saves the
+    state it trained before the error propagates: nothing trained is lost."""
+    model, guide = _build()
+
+    def callback(step, row):
+        if step == 60:
+            raise RuntimeError("the user's callback failed")
+
+    with pytest.raises(RuntimeError, match="callback failed"):
+        fit(model, guide, ELBO(), digits, steps=100, batch_size=50, log_every=20,
+            run_dir=tmp_path, callback=callback)
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt.step == 60
+    model2, guide2 = _build(seed=1)
+    apply_checkpoint(ckpt, {"model": model2, "guide": guide2, "estimator": ELBO()})
+    assert all(torch.equal(a, b) for a, b in zip(_state(model).values(), _state(model2).values()))
+
+
+def test_heldout_bound_of_a_batch_sized_guide_says_why(digits, tmp_path):
+    """A guide with one parameter per training point (AutoNormal over local latents)
+    cannot score held-out points: the error says so and the run's state is kept."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.infer.autoguide import AutoNormal
+
+    def model(x):
+        w = pyro.param("w_dec", 0.1 * torch.randn(64, 2))
+        with pyro.plate("points", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("obs", dist.Bernoulli(logits=z @ w.T).to_event(1), obs=x)
+
+    pyro.clear_param_store()
+    with pytest.raises(ValueError, match="sized by the training batch"):
+        fit(model, AutoNormal(model), ELBO(), digits, steps=20, batch_size=50, log_every=10,
+            eval_every=20, run_dir=tmp_path)
+    assert load_checkpoint(tmp_path).step == 20
+    pyro.clear_param_store()
