@@ -16,7 +16,7 @@ from pyro import poutine
 
 from .errors import DataError, SiteMismatchError
 from .particles import cuda_devices
-from .programs import ProgramCall, generates_with_batch_size, program_name
+from .programs import Columns, ProgramCall, generates_with_batch_size, program_name
 from .traces import OBS_SITE, data_frame, data_plate_name, is_factor, latent_sites, observed_sites
 
 __all__ = ["check_model_data", "check_pair", "check_setup"]
@@ -30,7 +30,9 @@ def _bind(call: ProgramCall | None, x):
 
 
 def _shape(x) -> str:
-    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
+    if isinstance(x, torch.Tensor):
+        return str(tuple(x.shape))
+    return repr(x) if isinstance(x, Columns) else type(x).__name__
 
 
 def check_model_data(model, x: torch.Tensor, *, site: str = OBS_SITE,

@@ -16,6 +16,8 @@ unconstrained tensors.
 
 :class:`ProgramCall` says how a program is called on a minibatch: which argument carries
 the data (``data_arg``, a position or a keyword) and which other arguments go with it.
+Several data tensors of one length (covariates and responses, ``model(x, y)``) are
+minibatched together as :class:`Columns` with a tuple ``data_arg``.
 """
 
 from __future__ import annotations
@@ -39,9 +41,46 @@ from .sites import (
 )
 from .traces import trace_program
 
-__all__ = ["ParamStoreParams", "ProgramCall", "generate", "generates_with_batch_size",
+__all__ = ["Columns", "ParamStoreParams", "ProgramCall", "generate", "generates_with_batch_size",
            "param_names", "param_tensors", "program_name", "set_training", "simulate",
            "Simulation", "trainable", "trainables"]
+
+
+class Columns:
+    """Data tensors of one length indexed together, as one minibatch: ``Columns((x, y))[i]``
+    is ``Columns((x[i], y[i]))``.  What :func:`ppl_dgm.train.fit` minibatches when a
+    program takes several data arguments (``fit(..., (x, y), data_arg=(0, 1))``)."""
+
+    def __init__(self, tensors):
+        self.tensors = tuple(tensors)
+        if not self.tensors:
+            raise ValueError("Columns needs at least one tensor")
+        lengths = {t.shape[0] if t.dim() else None for t in self.tensors}
+        if len(lengths) != 1 or None in lengths:
+            raise ValueError(f"data tensors minibatched together must have one first "
+                             f"(points) dimension; got shapes "
+                             f"{[tuple(t.shape) for t in self.tensors]}")
+
+    def __getitem__(self, index) -> Columns:
+        return Columns(t[index] for t in self.tensors)
+
+    def __len__(self) -> int:
+        return self.tensors[0].shape[0]
+
+    @property
+    def shape(self) -> torch.Size:
+        """Only the points dimension is shared."""
+        return torch.Size([len(self)])
+
+    @property
+    def device(self) -> torch.device:
+        return self.tensors[0].device
+
+    def to(self, *args, **kwargs) -> Columns:
+        return Columns(t.to(*args, **kwargs) for t in self.tensors)
+
+    def __repr__(self) -> str:
+        return f"Columns({', '.join(str(tuple(t.shape)) for t in self.tensors)})"
 
 
 @dataclass(frozen=True)
@@ -51,31 +90,63 @@ class ProgramCall:
     ``data_arg`` is the position of the data among the positional arguments (``0``:
     ``model(x, *args)``) or the name of a keyword argument (``"data"``:
     ``model(*args, data=x)``); ``args`` and ``kwargs`` are the other arguments, passed
-    unchanged on every step.  ``data_arg=None`` calls the programs without data."""
+    unchanged on every step.  ``data_arg=None`` calls the programs without data.  A tuple
+    ``data_arg`` (``(0, "y")``) places the tensors of a :class:`Columns` minibatch, in
+    order: ``model(x, y=y)``."""
 
     args: tuple = ()
     kwargs: Mapping = field(default_factory=dict)
     data_arg: int | str | None = 0
 
     def __post_init__(self):
-        if self.data_arg is not None and not isinstance(self.data_arg, (int, str)):
-            raise ValueError(f"data_arg must be a position (int), a keyword (str) or None, "
-                             f"got {self.data_arg!r}")
-        if isinstance(self.data_arg, int) and not 0 <= self.data_arg <= len(self.args):
-            raise ValueError(f"data_arg={self.data_arg} is not a position among the "
-                             f"{len(self.args)} other positional arguments plus the data")
-        if isinstance(self.data_arg, str) and self.data_arg in self.kwargs:
-            raise ValueError(f"data_arg={self.data_arg!r} is also given in kwargs")
+        if isinstance(self.data_arg, list):
+            object.__setattr__(self, "data_arg", tuple(self.data_arg))
+        slots = self.data_arg if isinstance(self.data_arg, tuple) else (self.data_arg,)
+        if self.data_arg is None:
+            return
+        if not slots or any(isinstance(a, bool) or not isinstance(a, (int, str))
+                            for a in slots):
+            raise ValueError(f"data_arg must be a position (int), a keyword (str), a tuple "
+                             f"of them, or None; got {self.data_arg!r}")
+        positions = sorted(a for a in slots if isinstance(a, int))
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"data_arg={self.data_arg!r} names an argument twice")
+        for a in positions:
+            if not 0 <= a <= len(self.args) + len(positions) - 1:
+                raise ValueError(f"data_arg position {a} is not a position among the "
+                                 f"{len(self.args)} other positional arguments plus the "
+                                 f"data")
+        for a in slots:
+            if isinstance(a, str) and a in self.kwargs:
+                raise ValueError(f"data_arg {a!r} is also given in kwargs")
+
+    @property
+    def num_data(self) -> int:
+        """How many data tensors a call takes (0, 1, or the length of a tuple)."""
+        if self.data_arg is None:
+            return 0
+        return len(self.data_arg) if isinstance(self.data_arg, tuple) else 1
 
     def bind(self, x) -> tuple[tuple, dict]:
-        """The ``(args, kwargs)`` of a call on minibatch ``x``."""
+        """The ``(args, kwargs)`` of a call on minibatch ``x`` (a :class:`Columns` when
+        ``data_arg`` is a tuple)."""
         args, kwargs = list(self.args), dict(self.kwargs)
         if self.data_arg is None:
             return tuple(args), kwargs
-        if isinstance(self.data_arg, int):
-            args.insert(self.data_arg, x)
+        if isinstance(self.data_arg, tuple):
+            if not isinstance(x, Columns) or len(x.tensors) != len(self.data_arg):
+                raise ValueError(f"data_arg={self.data_arg!r} places "
+                                 f"{len(self.data_arg)} data tensors; pass the data as a "
+                                 f"tuple of that many tensors of one length")
+            slots = sorted(zip(self.data_arg, x.tensors),
+                           key=lambda s: (isinstance(s[0], str), s[0]))
         else:
-            kwargs[self.data_arg] = x
+            slots = [(self.data_arg, x)]
+        for where, value in slots:
+            if isinstance(where, int):
+                args.insert(where, value)
+            else:
+                kwargs[where] = value
         return tuple(args), kwargs
 
 

@@ -25,7 +25,7 @@ from .data import Dataset, check_data
 from .errors import DataError, NonFiniteLossError
 from .estimators.base import Estimator
 from .evaluate import bound
-from .programs import ProgramCall, trainable
+from .programs import Columns, ProgramCall, trainable
 
 __all__ = ["FitResult", "StepFunction", "fit", "make_optimizer", "resolve_device"]
 
@@ -169,7 +169,10 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
     checkpoints (see :mod:`ppl_dgm.programs`).
 
     :param data: a :class:`~ppl_dgm.data.Dataset` (its test split becomes the default
-        ``eval_data``), a tensor ``(N, ...)``, or None for programs that take no data.
+        ``eval_data``), a tensor ``(N, ...)``, a tuple of tensors of one length ``N``
+        for programs with several data arguments (with a tuple ``data_arg``: ``(x, y)``
+        and ``data_arg=(0, 1)`` call ``model(x_b, y_b)`` on the same minibatch rows), or
+        None for programs that take no data.
     :param args, kwargs, data_arg: how the programs are called on a minibatch ``x``: by
         default ``model(x)``; ``data_arg=1, args=(a,)`` calls ``model(a, x)``,
         ``data_arg="data", kwargs={"w": w}`` calls ``model(data=x, w=w)``, and
@@ -208,6 +211,10 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
             raise ValueError("programs without data take data=None and data_arg=None "
                              "together")
         train_x, batch_size, eval_data = torch.zeros(1, 1, device=dev), 1, None
+    elif call.num_data > 1 or isinstance(data, (tuple, list, Columns)):
+        train_x = _check_columns(data, call, name="training data").to(dev)
+        if eval_data is not None:
+            eval_data = _check_columns(eval_data, call, name="evaluation data").to(dev)
     else:
         if isinstance(data, Dataset):
             train_x = data.train
@@ -345,6 +352,36 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
             bar.close()
     return FitResult(steps=steps, history=history, seconds=time.perf_counter() - t0,
                      run_dir=run_path, checkpoint=last_ckpt, resumed_from=resumed_from)
+
+
+def _check_columns(data, call: ProgramCall, *, name: str) -> Columns:
+    """Several data tensors for a tuple ``data_arg``: one per slot, numeric, finite, of
+    one length.  Their dtypes are kept (labels may be integers)."""
+    tensors = data.tensors if isinstance(data, Columns) else data
+    if not isinstance(tensors, (tuple, list)) or call.num_data != len(tensors):
+        got = (f"a tuple of {len(tensors)} tensors" if isinstance(tensors, (tuple, list))
+               else type(data).__name__)
+        raise DataError(f"{name} is {got} but data_arg={call.data_arg!r} places "
+                        f"{call.num_data}; pass one tensor per data argument, e.g. "
+                        f"fit(..., (x, y), data_arg=(0, 1)) for model(x, y)")
+    checked = []
+    for i, t in enumerate(tensors):
+        if not isinstance(t, torch.Tensor):
+            t = torch.as_tensor(t)
+        if t.dim() == 0 or t.shape[0] == 0:
+            raise DataError(f"{name}[{i}] has shape {tuple(t.shape)}; each data tensor "
+                            f"needs a non-empty first (points) dimension")
+        if t.is_complex() or not (t.is_floating_point() or t.dtype in (
+                torch.bool, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+            raise DataError(f"{name}[{i}] has dtype {t.dtype}; expected real numbers")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise DataError(f"{name}[{i}] contains NaN or infinite values; remove or impute "
+                            f"them before training")
+        checked.append(t)
+    try:
+        return Columns(checked)
+    except ValueError as e:
+        raise DataError(f"{name}: {e}") from None
 
 
 def _accumulate(acc: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
