@@ -108,10 +108,18 @@ def summary(idata, *, group: str = "posterior", var_names=None):
     DataFrame: mean, sd, interval, ESS, R-hat, MCSE per variable and coordinate).  Both
     versions take ``group=``; 0.23's warnings about a single chain are silenced (guide
     draws come as one chain of independent draws)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return _az.summary(idata, group=group, var_names=var_names)
+    import logging
+
+    log = logging.getLogger("arviz")
+    level = log.level
+    log.setLevel(logging.ERROR)  # 0.23 logs "Shape validation failed" for one chain
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return _az.summary(idata, group=group, var_names=var_names)
+    finally:
+        log.setLevel(level)
 
 
 def plot_posterior(idata, path: str | Path, *, group: str = "posterior", var_names=None

@@ -69,11 +69,8 @@ def plot_khat(importance, path: str | Path) -> Path:
     ax.set_title(f"Pareto k-hat per point ({imp.num_draws} guide draws each)")
     _legend_below(ax, ncol=2)
     axh.hist(shown, bins=30, orientation="horizontal", color="tab:blue", alpha=0.7)
-    axh.axhline(imp.threshold, color="0.3", lw=0.9)
-    axh.annotate(f"flag threshold {imp.threshold:.3f}", (1.0, imp.threshold),
-                 xycoords=("axes fraction", "data"), xytext=(-2, 3),
-                 textcoords="offset points", ha="right", va="bottom", fontsize=7,
-                 color="0.3")
+    axh.axhline(imp.threshold, color="0.3", lw=0.9, label=f"flag threshold {imp.threshold:.3f}")
+    axh.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     axh.set_xlabel("number of points")
     axh.set_title("histogram of k-hat", fontsize=9)
     fig.tight_layout()
@@ -238,7 +235,7 @@ def plot_sbc(sbc_result, path: str | Path, *, max_dims: int = 8) -> Path:
     ax.set_xlim(0, levels)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(f"rank of the true value among {res.num_draws} guide draws "
-                  f"({res.num_bins} bins of {width} ranks)")
+                  f"({res.num_bins} bins of {width} rank{'s' if width > 1 else ''})")
     ax.set_ylabel("simulations per bin")
     ax.set_title(f"SBC rank histograms ({n} simulations)", fontsize=10)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3,

@@ -31,7 +31,7 @@ p.lead { font-size: 1.05em; color: #333; }
 pre, code { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace;
             font-size: 0.9em; }
 pre { background: #f4f4f6; padding: 10px 12px; overflow-x: auto; white-space: pre-wrap;
-      word-break: break-all; border-radius: 4px; }
+      overflow-wrap: break-word; border-radius: 4px; }
 table { border-collapse: collapse; margin: 8px 0 4px; font-size: 0.92em; }
 th, td { padding: 4px 9px; border-bottom: 1px solid #e3e3e3; text-align: right;
          vertical-align: top; }
