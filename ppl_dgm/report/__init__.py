@@ -14,9 +14,7 @@ Example::
 
 from .compare import compare_report_html, write_compare_report
 from .diagnosis import diagnosis_report_html, write_diagnosis_report
-from .html import environment
+from .html import REPORT_FILE, environment
 
 __all__ = ["REPORT_FILE", "compare_report_html", "diagnosis_report_html", "environment",
            "write_compare_report", "write_diagnosis_report"]
-
-REPORT_FILE = "report.html"

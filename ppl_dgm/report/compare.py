@@ -14,12 +14,11 @@ import math
 import tempfile
 from pathlib import Path
 
-from .html import Cell, definitions, esc, figure, page, run_info, section, table, write
+from .html import REPORT_FILE, Cell, definitions, esc, figure, page, run_info, section, table, write
 from .images import as_images, grid_png
 
-__all__ = ["REPORT_FILE", "compare_report_html", "write_compare_report"]
+__all__ = ["compare_report_html", "write_compare_report"]
 
-REPORT_FILE = "report.html"
 
 # The figures of ppl_dgm.compare.plots, in the order the page shows them.
 _FIGURES = ("curves_steps.png", "curves_time.png", "bounds.png", "gradients.png",

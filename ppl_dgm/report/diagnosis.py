@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .html import Cell, definitions, esc, figure, page, run_info, section, table, write
+from .html import REPORT_FILE, Cell, definitions, esc, figure, page, run_info, section, table, write
 from .images import as_images, grid_png
 
-__all__ = ["REPORT_FILE", "diagnosis_report_html", "write_diagnosis_report"]
+__all__ = ["diagnosis_report_html", "write_diagnosis_report"]
 
-REPORT_FILE = "report.html"
 MAX_POINTS_SHOWN = 48
 
 

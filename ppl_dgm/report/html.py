@@ -17,8 +17,10 @@ from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["Cell", "definitions", "environment", "figure", "page", "png_data_uri", "section",
-           "table"]
+__all__ = ["REPORT_FILE", "Cell", "definitions", "environment", "figure", "page",
+           "png_data_uri", "run_info", "section", "table", "write"]
+
+REPORT_FILE = "report.html"
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
