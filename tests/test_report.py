@@ -95,7 +95,7 @@ def test_compare_report_explains_columns_target_and_skipped(compare_dir):
     for header in ("log p(x) IS-20", "IWAE-4", "ELBO", "log p(x) exact", "guide grad var",
                    "model SNR", "ms/step", "s to target", "peak MB"):
         assert f"<dt>{header}</dt>" in html, header
-    assert f"<b>{result.target:.3f}</b>" in html and "k of n seeds" in html
+    assert f"<b>{result.target:.3f}</b>" in html and "(k of n)</i>: only k of the n seeds" in html
     assert "Not compared" in html and "needs reparameterised latents" in html
     assert "95% t-interval" in html and "band spans the seeds" in html
     assert set(result.samples) == {"nvil", "vimco:num_particles=3"}
@@ -122,9 +122,12 @@ def test_report_flags_and_command_line_round_trip(compare_dir, tmp_path):
 def test_compare_report_in_chromium(compare_dir, tmp_path_factory):
     shot = tmp_path_factory.mktemp("screenshots") / "compare-report.png"
     seen = render(compare_dir / "report.html", screenshot=shot,
-                  evaluate={"images": IMAGES_JS, "rows": table_js("#summary")})
+                  evaluate={"images": IMAGES_JS, "rows": table_js("#summary"),
+                            "fits": "(e => e.scrollWidth <= e.clientWidth)"
+                                    "(document.querySelector('#summary').parentElement)"})
     print(f"\ncompare report screenshot: {shot}", file=sys.stderr)
     assert seen.errors == [] and seen.requests == []
+    assert seen.values["fits"]                        # the table needs no sideways scrolling
     images = seen.values["images"]
     assert len(images) == 5 + 2                       # five figures, two sample grids
     assert all(w > 0 and h > 0 for _, w, h in images), images

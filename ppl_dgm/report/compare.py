@@ -57,6 +57,13 @@ def _columns(cfg: dict, has_exact: bool) -> list[tuple[str, str, str, str]]:
     return bounds + grads + timing
 
 
+_MEMORY = {"cuda_max_allocated": "the most CUDA memory allocated at once (cuda_max_allocated)",
+           "cpu_peak_rss": "the process's peak resident memory since the run started "
+                           "(cpu_peak_rss)",
+           "cpu_process_max_rss": "the process's peak resident memory since it started "
+                                  "(cpu_process_max_rss)"}
+
+
 def _fmt(kind: str, mean: float, ci: float) -> str:
     if not math.isfinite(mean):
         return "–"
@@ -86,7 +93,7 @@ def _target_text(result) -> str:
     return (f"training seconds (evaluation excluded) until the held-out IWAE-"
             f"{cfg['curve_particles']} bound of the learning curve first reaches the target "
             f"<b>{result.target:.3f}</b> nats per point ({how}); mean over the seeds that "
-            f"reached it. <i>k of n seeds</i> says that only k of the n seeds reached it; "
+            f"reached it. <i>(k of n)</i>: only k of the n seeds reached it; "
             f"<i>not reached</i>: none did. Curve points are {cfg['eval_every']} steps apart, "
             f"so the time is that of the first evaluation at or above the target.")
 
@@ -114,13 +121,13 @@ def _summary_table(result) -> str:
                 if reached == 0:
                     text = "not reached"
                 elif reached < r["seeds"]:
-                    text = f"{text} ({reached} of {r['seeds']} seeds)"
+                    text = f"{text} ({reached} of {r['seeds']})"
             cells.append(Cell(text, data={"col": key, "mean": mean, "ci": ci},
                               cls="best" if best.get(key) == mean else ""))
         rows.append(cells)
         keys.append(r["estimator"])
     header = ["estimator", "seeds"] + [c[1] for c in cols]
-    html = table(header, rows, row_keys=keys, table_id="summary")
+    html = table(header, rows, row_keys=keys, table_id="summary", cls="wide")
     explain = [("estimator", "the estimator's label (name and options) as given to "
                              "--estimators"),
                ("seeds", f"runs that finished, of seeds {_list(cfg['seeds'])}; every "
@@ -130,7 +137,7 @@ def _summary_table(result) -> str:
     explain.insert(len(explain) - 1, ("s to target", _target_text(result)))
     kinds = sorted({r["mem_kind"] for r in result.runs if r.get("mem_kind")})
     note = (f"<p class=\"note\">Bold: the best mean of a bound column. Peak memory is "
-            f"{esc(', '.join(kinds))}.</p>" if kinds else "")
+            f"{esc(', '.join(_MEMORY.get(k, k) for k in kinds))}.</p>" if kinds else "")
     notes = [r for r in summary if r["status"] != "ok"]
     skipped = ""
     if notes:
@@ -235,7 +242,7 @@ def compare_report_html(result, out_dir: str | Path | None = None, *,
                  | {"estimator options": "; ".join(
                      f"{label}: {', '.join(f'{k}={v}' for k, v in opts.items()) or '–'}"
                      for label, opts in cfg.get("estimator_options", {}).items()),
-                    "target": result.target}),
+                    "target": "–" if result.target is None else f"{result.target:.3f}"}),
     ]
     ok = sum(1 for r in result.summary() if r["seeds"] > 0)
     lead = (f"{esc(cfg['model'])} + {esc(cfg['guide'])} on {esc(cfg['data'])}: {ok} of "

@@ -25,7 +25,7 @@ REPORT_FILE = "report.html"
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif;
        color: #1d1d1f; margin: 0; background: #fafafa; line-height: 1.45; }
-main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 60px; background: #fff; }
+main { max-width: 1240px; margin: 0 auto; padding: 24px 28px 60px; background: #fff; }
 h1 { font-size: 1.6em; margin: 0.2em 0 0.4em; }
 h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 h3 { font-size: 1.05em; margin-top: 1.4em; }
@@ -46,6 +46,8 @@ table.kv td:first-child { color: #555; }
 table.kv td, table.kv th, table.text td, table.text th { text-align: left;
   white-space: normal; }
 td.best { font-weight: 700; }
+table.wide { font-size: 0.82em; }
+table.wide th, table.wide td { padding: 4px 5px; }
 dl.explain { font-size: 0.9em; color: #333; margin: 6px 0 0; }
 dl.explain dt { font-weight: 600; float: left; clear: left; width: 12em; }
 dl.explain dd { margin: 0 0 4px 12.5em; }
