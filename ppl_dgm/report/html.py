@@ -48,6 +48,7 @@ table.kv td, table.kv th, table.text td, table.text th { text-align: left;
 td.best { font-weight: 700; }
 table.wide { font-size: 0.82em; }
 table.wide th, table.wide td { padding: 4px 5px; }
+table.wide td:first-child { white-space: normal; overflow-wrap: anywhere; max-width: 9em; }
 dl.explain { font-size: 0.9em; color: #333; margin: 6px 0 0; }
 dl.explain dt { font-weight: 600; float: left; clear: left; width: 12em; }
 dl.explain dd { margin: 0 0 4px 12.5em; }
