@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 
 __all__ = ["ARVIZ_VERSION", "IS_ARVIZ_1", "ess", "from_netcdf", "get_group", "group_names",
-           "inference_data", "psislw", "rhat", "to_netcdf"]
+           "inference_data", "plot_posterior", "psislw", "rhat", "summary", "to_netcdf"]
 
 
 def _import_arviz():
@@ -101,6 +101,50 @@ def from_netcdf(path: str | Path):
         ds.load()
         ds.close()  # release the file so it can be overwritten
     return idata
+
+
+def summary(idata, *, group: str = "posterior", var_names=None):
+    """ArviZ's own ``az.summary`` of one group over ``chain`` and ``draw`` (a pandas
+    DataFrame: mean, sd, interval, ESS, R-hat, MCSE per variable and coordinate).  Both
+    versions take ``group=``; 0.23's warnings about a single chain are silenced (guide
+    draws come as one chain of independent draws)."""
+    import logging
+
+    log = logging.getLogger("arviz")
+    level = log.level
+    log.setLevel(logging.ERROR)  # 0.23 logs "Shape validation failed" for one chain
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return _az.summary(idata, group=group, var_names=var_names)
+    finally:
+        log.setLevel(level)
+
+
+def plot_posterior(idata, path: str | Path, *, group: str = "posterior", var_names=None
+                   ) -> Path:
+    """ArviZ's own marginal plot of one group, written to ``path``:
+    ``az.plot_posterior`` (0.23) or its successor ``az.plot_dist`` (>= 1, matplotlib
+    backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if IS_ARVIZ_1:
+            pc = _az.plot_dist(idata, group=group, var_names=var_names, backend="matplotlib")
+            pc.savefig(path)
+        else:
+            axes = _az.plot_posterior(idata, group=group, var_names=var_names, show=False)
+            fig = np.ravel(axes)[0].figure
+            fig.savefig(path)
+    plt.close("all")
+    return path
 
 
 def psislw(log_w, r_eff: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

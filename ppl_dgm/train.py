@@ -158,7 +158,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         device: str | torch.device = "auto", seed: int = 0, run_dir: str | Path | None = None,
         log_every: int = 50, eval_every: int = 0, eval_data: torch.Tensor | None = None,
         eval_particles: int = 1, checkpoint_every: int = 0, resume: bool = False,
-        progress: bool = False, meta: dict | None = None,
+        progress: bool | None = None, meta: dict | None = None,
         callback: Callable[[int, dict], None] | None = None, args: tuple = (),
         kwargs: Mapping | None = None, data_arg: int | str | None = 0) -> FitResult:
     """Train ``model`` and ``guide`` with ``estimator`` on ``data``.
@@ -193,6 +193,9 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         ``log_every`` steps and at the end) with the metrics row, which it may extend
         before it is recorded.  It may evaluate or measure the live modules (without
         changing them); its time is excluded from the rows' ``time``.
+    :param progress: a tqdm bar showing the loss per data point (the loss averaged over
+        the last read-back's steps, divided by ``batch_size``); None shows it when
+        stderr is a terminal.
     :param resume: continue from ``run_dir``'s latest checkpoint if there is one; the
         result is identical to an uninterrupted run with the same seed.
 
@@ -277,6 +280,9 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
     t0 = time.perf_counter()
     paused = 0.0
     bar = None
+    if progress is None:
+        import sys
+        progress = sys.stderr.isatty()
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, initial=start, desc=f"{estimator.name}", unit="step")
@@ -339,7 +345,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                     raise
                 history.append(row)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{row['loss']:.4g}")
+                    bar.set_postfix(loss_per_point=f"{row['loss'] / batch_size:.4g}")
                 if metrics_path is not None:
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps(row) + "\n")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .. import registry
-from .parser import parse_options
+from .parser import command_line, parse_options
 
 
 def _parse_seeds(text: str) -> int | list[int]:
@@ -49,7 +49,8 @@ def _compare(args) -> int:
     for name in OUTPUT_FILES:  # only earlier comparison outputs are replaced
         if (out / name).is_file():
             (out / name).unlink()
-    paths = result.save(out, plots=not args.no_plots)
+    paths = result.save(out, plots=not args.no_plots, report=args.report,
+                        command=command_line(args))
     print()
     print(result.to_markdown())
     print(f"wrote {', '.join(p.name for p in paths)} to {out}")

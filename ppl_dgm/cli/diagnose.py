@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..runs import load_run
+from .parser import command_line
 
 
 def _diagnose(args) -> int:
@@ -38,7 +39,13 @@ def _diagnose(args) -> int:
                       sbc_simulations=args.sbc, sbc_draws=args.sbc_draws,
                       compare_with=others, seed=args.seed)
     out = Path(args.out or Path(args.run_dir) / "diagnostics")
-    paths = result.save(out, plots=not args.no_plots)
+    paths = result.save(out, plots=not args.no_plots, report=args.report,
+                        command=command_line(args), image_shape=run.data.image_shape,
+                        title=f"Diagnosis of {args.run_dir}: {config['model']} + "
+                              f"{config['guide']}, {config['estimator']}",
+                        settings={"run": args.run_dir, "step": ckpt.step, "split": args.split,
+                                  **{k: config.get(k) for k in ("model", "guide", "estimator",
+                                                                "data")}})
     summary = result.summary()
     if args.json:
         print(json.dumps({"step": ckpt.step, "split": args.split, **summary,

@@ -130,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="write into a non-empty --out, replacing earlier compare outputs")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="write report.html: table, explanations and figures in one "
+                        "self-contained page (default: on)")
 
     p = sub.add_parser("diagnose", help="posterior diagnostics of a trained run: PSIS k-hat "
                                         "and ESS per point, NUTS reference, SBC (ArviZ)")
@@ -160,5 +163,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="write report.html: summary, figures, flagged points and the SBC "
+                        "verdict in one self-contained page (default: on)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``ppl-dgm`` command that parses to ``args``: the subcommand, its positional
+    arguments and every option that differs from its default (shown in reports)."""
+    import shlex
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    words = ["ppl-dgm", args.command]
+    for action in sub.choices[args.command]._actions:
+        value = getattr(args, action.dest, None)
+        if isinstance(action, argparse._HelpAction) or (action.option_strings
+                                                         and value == action.default):
+            continue
+        if not action.option_strings:
+            words.append(str(value))
+        elif isinstance(action, argparse.BooleanOptionalAction):
+            words.append(action.option_strings[0 if value else 1])
+        elif action.nargs == 0:
+            words.append(action.option_strings[-1])
+        elif isinstance(action, argparse._AppendAction):
+            for v in value:
+                words += [action.option_strings[-1], str(v)]
+        else:
+            words += [action.option_strings[-1]] + [str(v) for v in (
+                value if isinstance(value, (list, tuple)) else [value])]
+    return shlex.join(words)

@@ -10,6 +10,10 @@
   target, per estimator;
 * ``bounds.png``: the final bound ladder (ELBO, IWAE-K, importance-sampled and exact
   log p(x)) per estimator, mean and 95% t-interval over seeds.
+
+Every figure says on itself what its bands and error bars are; each estimator has its
+own colour, line style and marker, so that curves lying on top of each other stay
+distinguishable; legends sit outside the axes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 __all__ = ["plot_all", "plot_bounds", "plot_curves", "plot_gradients", "plot_time_to_target"]
 
@@ -28,9 +33,24 @@ _SNAPSHOTS = ("start", "mid", "end")
 _GROUPS = ("model", "guide")
 
 
+_LINESTYLES = ("-", "--", "-.", ":", (0, (6, 1.5, 1, 1.5)))
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
 def _colors(labels: list[str]) -> dict[str, tuple]:
     cmap = plt.get_cmap("tab10")
     return {label: cmap(i % 10) for i, label in enumerate(labels)}
+
+
+def _line_styles(labels: list[str]) -> dict[str, dict]:
+    """Colour, line style and marker per estimator: no two of the first 40 alike."""
+    colors = _colors(labels)
+    return {label: {"color": colors[label], "ls": _LINESTYLES[i % len(_LINESTYLES)],
+                    "marker": _MARKERS[i % len(_MARKERS)]} for i, label in enumerate(labels)}
+
+
+def _seeds_text(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
 
 
 def _ok_labels(result) -> list[str]:
@@ -68,26 +88,34 @@ def plot_curves(result, path: str | Path, *, x: str = "step") -> Path:
     """Held-out bound against ``x`` = ``"step"`` or ``"time"``."""
     cfg = result.config
     labels = _ok_labels(result)
-    colors = _colors(result.labels)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    styles = _line_styles(result.labels)
+    seeds = len(cfg["seeds"])
+    fig, ax = plt.subplots(figsize=(7.6, 4.2))
     for label in labels:
         rows = _curve_stats(result, label)
         if not rows:
             continue
         xs = [r[0] if x == "step" else r[1] for r in rows]
-        ax.plot(xs, [r[2] for r in rows], color=colors[label], label=label, lw=1.6)
-        if len(cfg["seeds"]) > 1:
+        st = styles[label]
+        ax.plot(xs, [r[2] for r in rows], color=st["color"], ls=st["ls"], marker=st["marker"],
+                markevery=max(1, len(xs) // 7), ms=4.5, mfc="white", label=label, lw=1.6)
+        if seeds > 1:
             ax.fill_between(xs, [r[3] for r in rows], [r[4] for r in rows],
-                            color=colors[label], alpha=0.18, lw=0)
+                            color=st["color"], alpha=0.15, lw=0)
     if result.target is not None:
-        ax.axhline(result.target, color="0.4", ls="--", lw=1, label="target")
+        ax.axhline(result.target, color="0.4", ls="--", lw=1,
+                   label=f"target {result.target:.2f} (time to target)")
     ax.set_xlabel("optimiser step" if x == "step" else "training time (s)")
     ax.set_ylabel(f"held-out IWAE-{cfg['curve_particles']} bound (nats/point)")
-    ax.set_title(f"{cfg['model']} on {cfg['data']}: learning curves "
-                 f"({len(cfg['seeds'])} seed{'s' if len(cfg['seeds']) > 1 else ''})")
+    ax.set_title(f"{cfg['model']} on {cfg['data']}: learning curves ({_seeds_text(seeds)})")
     _clip_bottom(ax, result, labels)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    handles, names = ax.get_legend_handles_labels()
+    if seeds > 1:
+        handles.append(Patch(color="0.5", alpha=0.3))
+        names.append(f"band: min to max over {seeds} seeds")
+    ax.legend(handles, names, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1),
+              title=f"line: mean over {_seeds_text(seeds)}", title_fontsize=8)
     return _save(fig, Path(path))
 
 
@@ -137,8 +165,11 @@ def plot_gradients(result, path: str | Path) -> Path:
             ax.set_title(f"{group}: {title}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
     steps = result.config["snapshot_steps"]
+    seeds = len(result.config["seeds"])
+    spread = ("whiskers: min to max over the seeds" if seeds > 1 else "one seed: no whiskers")
     fig.suptitle(f"{result.config['grad_draws']} gradient draws on a fixed batch at steps "
-                 f"{steps['start']}, {steps['mid']}, {steps['end']} (log scale)", fontsize=10)
+                 f"{steps['start']}, {steps['mid']}, {steps['end']} (log scale)\n"
+                 f"bars: mean over {_seeds_text(seeds)}; {spread}", fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     if labels:
         handles, names = axes[0][0].get_legend_handles_labels()
@@ -159,7 +190,8 @@ def plot_time_to_target(result, path: str | Path) -> Path:
             m = sum(times) / len(times)
             ax.barh(i, m, color=colors[label],
                     xerr=[[m - min(times)], [max(times) - m]], capsize=3)
-            note = "" if len(times) == len(runs) else f"  ({len(times)}/{len(runs)} seeds)"
+            note = ("" if len(times) == len(runs)
+                    else f"  ({len(times)} of {len(runs)} seeds reached it)")
             ax.text(max(times), i, f"  {m:.2f} s{note}", va="center", fontsize=8)
         else:
             ax.text(0, i, " not reached", va="center", fontsize=8, color="0.3")
@@ -170,7 +202,8 @@ def plot_time_to_target(result, path: str | Path) -> Path:
     target = "" if result.target is None else f" {result.target:.2f}"
     ax.set_xlabel(f"training seconds to reach held-out IWAE-"
                   f"{result.config['curve_particles']} bound{target}")
-    ax.set_title("time to target (lower is better)")
+    ax.set_title("time to target (lower is better)\nbars: mean over the seeds that reached "
+                 "it; whiskers: min to max over them", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, Path(path))
 
@@ -179,9 +212,10 @@ def plot_bounds(result, path: str | Path) -> Path:
     """The final bound ladder per estimator (mean and 95% interval over seeds)."""
     cfg = result.config
     summary = [s for s in result.summary() if s["seeds"] > 0]
+    seeds = len(cfg["seeds"])
     rungs = [("elbo", "ELBO", "o"), ("iwae", f"IWAE-{cfg['iwae_k']}", "s"),
              ("is_logpx", f"IS-{cfg['eval_samples']}", "^"), ("exact_logpx", "exact", "*")]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(summary) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(summary) + 2) + 1.6, 4.2))
     for j, (key, name, marker) in enumerate(rungs):
         xs, ys, es = [], [], []
         for i, s in enumerate(summary):
@@ -196,7 +230,9 @@ def plot_bounds(result, path: str | Path) -> Path:
     ax.set_ylabel("nats per held-out point")
     ax.set_title(f"final bounds on held-out data ({cfg['model']}, {cfg['data']})")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1),
+              title=(f"mean ± 95% t-interval\nover {seeds} seeds" if seeds > 1
+                     else "one seed: no interval"), title_fontsize=8)
     return _save(fig, Path(path))
 
 

@@ -34,7 +34,7 @@ METRICS = ("is_logpx", "iwae", "elbo", "exact_logpx", "heldout", "train_objectiv
 # Every file :meth:`ComparisonResult.save` writes (``--overwrite`` replaces only these).
 OUTPUT_FILES = ("table.md", "summary.csv", "runs.csv", "curves.csv", "gradients.csv",
                 "results.json", "curves_steps.png", "curves_time.png", "gradients.png",
-                "time_to_target.png", "bounds.png")
+                "time_to_target.png", "bounds.png", "samples.npz", "report.html")
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,10 @@ class ComparisonResult:
     * ``gradients``: one row per (estimator, seed, snapshot, group) with the gradient
       variance and SNR summaries of :class:`~ppl_dgm.gradvar.GradStats`;
     * ``config``: the settings; ``target``: the held-out bound that
-      ``time_to_target_s`` refers to.
+      ``time_to_target_s`` refers to;
+    * ``samples``: ``{estimator: array (n, D)}``, data drawn from each estimator's
+      trained model of the first seed (for the report's sample grids; empty where the
+      model cannot be sampled).
     """
 
     config: dict
@@ -103,6 +106,7 @@ class ComparisonResult:
     curves: list[dict] = field(repr=False)
     gradients: list[dict] = field(repr=False)
     target: float | None = None
+    samples: dict = field(default_factory=dict, repr=False)
 
     @property
     def labels(self) -> list[str]:
@@ -175,7 +179,9 @@ class ComparisonResult:
                    f"seeds {cfg['seeds']}; bounds in nats per held-out point (mean ± 95% "
                    f"t-interval over seeds); gradient variance (mean per parameter) and SNR "
                    f"(norm of mean / sqrt of total variance) at mid-training, "
-                   f"{cfg['grad_draws']} draws{target}.")
+                   f"{cfg['grad_draws']} draws{target}"
+                   + ("; (k/n): only k of n seeds reached it, mean over those k"
+                      if timing and self.target is not None else "") + ".")
         text = "\n".join(lines) + "\n\n" + caption + "\n"
         if notes:
             text += "\nNot compared:\n" + "\n".join(notes) + "\n"
@@ -189,13 +195,21 @@ class ComparisonResult:
         if path.is_dir():
             path = path / "results.json"
         doc = json.loads(path.read_text())
-        return cls(doc["config"], doc["runs"], doc["curves"], doc["gradients"], doc["target"])
+        samples = {}
+        if (path.parent / "samples.npz").is_file():
+            import numpy as np
+
+            with np.load(path.parent / "samples.npz", allow_pickle=False) as f:
+                samples = {k: f[k] for k in f.files}
+        return cls(doc["config"], doc["runs"], doc["curves"], doc["gradients"], doc["target"],
+                   samples)
 
     def with_target(self, target: float) -> ComparisonResult:
         """The same result with ``time_to_target_s`` measured against another target."""
         runs = [dict(r) for r in self.runs]
         used = fill_time_to_target(runs, self.curves, float(target))
-        return ComparisonResult(self.config, runs, self.curves, self.gradients, used)
+        return ComparisonResult(self.config, runs, self.curves, self.gradients, used,
+                                self.samples)
 
     def to_json(self) -> str:
         """Config, target, summary and all rows as a JSON document (NaN as null)."""
@@ -218,8 +232,10 @@ class ComparisonResult:
 
         return plot_all(self, out_dir)
 
-    def save(self, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
-        """Write table.md, summary/runs/curves/gradients CSV, results.json and the plots."""
+    def save(self, out_dir: str | Path, *, plots: bool = True, report: bool = True,
+             command: str | None = None) -> list[Path]:
+        """Write table.md, summary/runs/curves/gradients CSV, results.json, the plots,
+        samples.npz and report.html (:mod:`ppl_dgm.report`; ``command`` is shown in it)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "table.md").write_text(self.to_markdown())
@@ -229,6 +245,15 @@ class ComparisonResult:
             paths.append(self.to_csv(out / f"{table}.csv", table=table))
         if plots:
             paths += self.plot(out)
+        if self.samples:
+            import numpy as np
+
+            np.savez_compressed(out / "samples.npz", **self.samples)
+            paths.append(out / "samples.npz")
+        if report:
+            from ..report import write_compare_report
+
+            paths.append(write_compare_report(self, out, command=command))
         return paths
 
 

@@ -52,6 +52,7 @@ from .config import CompareConfig, check_counts, check_steps, seed_list
 from .inputs import ComparisonData, guide_builder, model_builder, name_of, prepare_data
 from .measure import fork_rng, heldout_bound, peak_memory, reset_peak_memory
 from .result import GROUPS, ComparisonResult, fill_time_to_target
+from .samples import draw_samples
 from .spec import EstimatorSpec, parse_estimators, skip_reason
 
 __all__ = ["compare"]
@@ -76,6 +77,7 @@ class _RunRecord:
     row: dict
     curves: list[dict]
     gradients: list[dict]
+    samples: object = None  # model samples (first seed only), for the report
 
 
 def compare(model_factory, guide_factory, estimators, data, *, steps: int,
@@ -146,6 +148,7 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
     runs: list[dict] = []
     curves: list[dict] = []
     gradients: list[dict] = []
+    samples: dict = {}
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
@@ -159,11 +162,13 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
                 runs.append(record.row)
                 curves.extend(record.curves)
                 gradients.extend(record.gradients)
+                if record.samples is not None:
+                    samples[record.row["estimator"]] = record.samples
     finally:
         if bar is not None:
             bar.close()
     used = fill_time_to_target(runs, curves, cfg.target)
-    return ComparisonResult(config, runs, curves, gradients, used)
+    return ComparisonResult(config, runs, curves, gradients, used, samples)
 
 
 def _skip_reasons(specs: list[EstimatorSpec], *, particles: int | None) -> dict[str, str | None]:
@@ -265,12 +270,15 @@ def _run_one(spec: EstimatorSpec, seed: int, start: _RunStart, *, data: Comparis
     before the failure; one failing run must not end the comparison."""
     curves: list[dict] = []
     gradients: list[dict] = []
+    samples = None
     try:
         _train_and_measure(spec.label, seed, start, data=data, cfg=cfg, row=row,
                            curves=curves, gradients=gradients, bar=bar)
+        if seed == cfg.seeds[0]:
+            samples = draw_samples(start.model, seed=seed, template=data.train_x)
     except Exception as e:  # one failing run must not end the comparison
         row.update(status="failed", reason=f"{type(e).__name__}: {e}")
-    return _RunRecord(row, curves, gradients)
+    return _RunRecord(row, curves, gradients, samples)
 
 
 def _train_and_measure(label: str, seed: int, start: _RunStart, *, data: ComparisonData,

@@ -44,6 +44,7 @@ class Diagnosis:
     sbc: SBCResult | None
     models: ModelComparison | None
     idata: object = field(repr=False)
+    data: object = field(default=None, repr=False)  # the diagnosed points, for the report
 
     def summary(self) -> dict:
         out = {"importance": self.importance.summary()}
@@ -60,14 +61,20 @@ class Diagnosis:
             out["models"] = self.models.rows
         return out
 
-    def save(self, out_dir: str | Path, *, plots: bool = True) -> dict[str, Path]:
-        """Write ``diagnostics.nc`` and the PNG plots into ``out_dir``."""
+    def save(self, out_dir: str | Path, *, plots: bool = True, report: bool = True,
+             **report_options) -> dict[str, Path]:
+        """Write ``diagnostics.nc``, the PNG plots and ``report.html`` into ``out_dir``
+        (``report_options``: ``command``, ``title``, ``settings``, ``image_shape`` of
+        :func:`ppl_dgm.report.diagnosis_report_html`)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"netcdf": save_netcdf(self.idata, out / "diagnostics.nc")}
         if plots:
             from .plots import save_plots
             paths.update(save_plots(self, out))
+        if report:
+            from ..report import write_diagnosis_report
+            paths["report"] = write_diagnosis_report(self, out, **report_options)
         return paths
 
 
@@ -136,4 +143,4 @@ def diagnose(model, guide, x: torch.Tensor, *, points: int | Sequence[int] = 20,
                                 num_samples=num_draws, seed=seed)
     idata = _inference_data(x, imp, reference, comparison, sbc_result, models,
                             attrs={"num_draws": num_draws})
-    return Diagnosis(imp, reference, comparison, sbc_result, models, idata)
+    return Diagnosis(imp, reference, comparison, sbc_result, models, idata, x.detach().cpu())

@@ -3,7 +3,10 @@
 The groups are xarray datasets built from dicts: guide draws and log weights of a few
 points (``posterior``, ``log_likelihood``, ``sample_stats``, ``observed_data``), the
 per-point summaries of every point (``point_diagnostics``), and the results of the other
-diagnostics where they were run.  They become ``InferenceData`` with arviz 0.23 and
+diagnostics where they were run: NUTS draws (``reference_posterior``) apart from their
+ESS and R-hat (``reference_diagnostics``), so that ArviZ's own functions
+(``az.summary``, ``az.plot_posterior``) take every group over ``chain`` and ``draw``.
+They become ``InferenceData`` with arviz 0.23 and
 ``DataTree`` with arviz >= 1, through :mod:`ppl_dgm._arviz`.
 """
 
@@ -58,6 +61,18 @@ def _draw_groups(draws: PointDraws, x: torch.Tensor | None) -> dict[str, xr.Data
     return groups
 
 
+def _reference_groups(ref: xr.Dataset) -> dict[str, xr.Dataset]:
+    """The NUTS reference as two groups: its draws (``reference_posterior``, every
+    variable over ``chain`` and ``draw``, so that ``az.summary`` and the plots take it
+    like a posterior) and their convergence diagnostics (``reference_diagnostics``:
+    ``<site>_ess`` and ``<site>_rhat`` per point and dimension)."""
+    draws = [v for v in ref.data_vars if {"chain", "draw"} <= set(ref[v].dims)]
+    diagnostics = ref.drop_vars(draws)
+    unused = [c for c in ("chain", "draw") if c in diagnostics.coords]
+    return {"reference_posterior": ref[draws],
+            "reference_diagnostics": diagnostics.drop_vars(unused)}
+
+
 def _inference_data(x, importance: ImportanceDiagnostics | None = None,
                     reference: NutsReference | None = None,
                     comparison: GuideVsReference | None = None, sbc_result: SBCResult | None = None,
@@ -68,7 +83,7 @@ def _inference_data(x, importance: ImportanceDiagnostics | None = None,
             groups.update(_draw_groups(importance.draws, x))
         groups["point_diagnostics"] = importance.dataset()
     if reference is not None:
-        groups["reference_posterior"] = reference.dataset()
+        groups.update(_reference_groups(reference.dataset()))
     if comparison is not None:
         groups["guide_vs_reference"] = comparison.moments
     if sbc_result is not None:
