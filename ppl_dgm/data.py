@@ -52,8 +52,9 @@ class Dataset:
 def check_data(x, *, name: str = "data") -> torch.Tensor:
     """Validate an array of data points and return it as a float32 tensor ``(N, D)``."""
     if isinstance(x, np.ndarray):
-        if (not np.issubdtype(x.dtype, np.number) and x.dtype != np.bool_) or \
-                np.issubdtype(x.dtype, np.complexfloating):
+        if np.issubdtype(x.dtype, np.complexfloating):
+            raise DataError(f"{name} has dtype {x.dtype}; expected real numbers")
+        if not np.issubdtype(x.dtype, np.number) and x.dtype != np.bool_:
             raise DataError(f"{name} has dtype {x.dtype}; expected a numeric array")
         x = torch.from_numpy(np.ascontiguousarray(x))
     if not isinstance(x, torch.Tensor):

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         code, lines = describe(e)
+        lines = ["".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+                 for line in lines]
         print(f"{prog}: {lines[0]}", file=sys.stderr)
         for line in lines[1:]:
             print(line, file=sys.stderr)

@@ -60,13 +60,17 @@ def _int(low: int, high: int = 2**63 - 1, what: str = "an integer"):
     return parse
 
 
+MAX_LR = 1e4  # beyond this float32 optimiser updates overflow
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text[:40]!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text[:40]}")
+    if not (math.isfinite(value) and 0 < value <= MAX_LR):
+        raise argparse.ArgumentTypeError(f"must be a number > 0 and <= {MAX_LR:g}, got "
+                                         f"{text[:40]}")
     return value
 
 
@@ -125,6 +129,7 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         print(f"{self.prog}: error: {message}\nsee `{self.prog} --help` for the options",
               file=sys.stderr)
         raise SystemExit(2)

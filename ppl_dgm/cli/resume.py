@@ -74,7 +74,9 @@ def resume_config(saved: dict, args, *, run_dir, step: int) -> dict:
     problems, changes = [], []
 
     def differs(flag, now, before, fix):
-        problems.append(f"{flag} {_show(now)} differs from the saved {_show(before)} ({fix})")
+        sep = "" if flag.endswith("=") else " "
+        problems.append(f"{flag}{sep}{_show(now)} differs from the saved {_show(before)} "
+                        f"({fix})")
 
     keep = "a resumed run keeps it; start a new run with another --run-dir"
     for role in ("model", "guide", "estimator"):

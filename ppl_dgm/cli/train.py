@@ -136,7 +136,7 @@ def _train(args) -> int:
                      progress=not args.no_progress, meta={"config": config},
                      callback=record_lr)
     except NonFiniteLossError as e:
-        raise NonFiniteLossError(f"{e}; to go on from the last checkpoint with a lower rate: "
+        raise NonFiniteLossError(f"{e}; to continue with a lower rate: "
                                  f"ppl-dgm train --run-dir {run_dir} --resume --lr "
                                  f"{config['lr'] / 10:g} --override lr", step=e.step,
                                  checkpoint=e.checkpoint) from None
