@@ -26,7 +26,7 @@ from .errors import DataError, NonFiniteLossError
 from .estimators.base import Estimator
 from .evaluate import bound
 from .programs import ProgramCall, trainable
-from .runfiles import read_metrics
+from .runfiles import append_metrics, read_metrics
 
 __all__ = ["FitResult", "StepFunction", "fit", "make_optimizer", "resolve_device"]
 
@@ -328,8 +328,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['loss']:.4g}")
                 if metrics_path is not None:
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    append_metrics(metrics_path, row)
                 if run_path is not None and ((checkpoint_every and done % checkpoint_every == 0)
                                              or done == steps):
                     last_ckpt = save_checkpoint(run_path, done, modules=modules,
