@@ -68,7 +68,7 @@ def sentinels(monkeypatch):
     monkeypatch.setattr(ppl_dgm.compare, "compare", reached)
 
 
-_SUBS = {name: [a for a in sub._actions if a.option_strings and a.dest != "help"]
+_SUBS = {name: [a for a in sub._actions if a.option_strings and a.dest not in ("help", "debug")]
          for name, sub in _subparsers(_parser()).items()}
 _VALUES = ["0", "-1", "1", "2", "3", "10", "nan", "inf", "-inf", "1e400", "1e-300", "1e9",
            "abc", "", " ", "1,2", "0,0", "1,,2", "x=1", "=", "z_dim=0", "z_dim=2", "hidden=8",
@@ -87,12 +87,15 @@ def _argv_strategy(command: str):
     @st.composite
     def options(draw):
         out = []
-        for action in draw(st.lists(st.sampled_from(actions), max_size=6)):
+        chosen = st.lists(st.sampled_from(actions), max_size=6) if actions else st.just([])
+        for action in draw(chosen):
             out.append(draw(st.sampled_from(action.option_strings)))
             n = action.nargs if isinstance(action.nargs, int) else 1
             out += [draw(value) for _ in range(n)]
         if draw(st.booleans()):
             out.insert(draw(st.integers(0, len(out))), draw(value))  # a stray token
+        if draw(st.integers(0, 19)) == 7:  # now and then a traceback is asked for
+            out.append("--debug")
         return out
 
     return options()
@@ -185,7 +188,9 @@ def _case(draw, base: Path):
     return work, argv, damaged
 
 
-def _check(work: Path, argv: list[str], damaged) -> None:
+def _check(work: Path, argv: list[str], damaged) -> str:
+    """Run one example; "accepted" (reached the computation or exit 0), "refused" (exit
+    2) or "debug" (a traceback was asked for)."""
     here = os.getcwd()
     os.chdir(work)
     old = signal.signal(signal.SIGALRM, _on_alarm)
@@ -193,7 +198,7 @@ def _check(work: Path, argv: list[str], damaged) -> None:
     try:
         result = run_cli(*argv)
     except Reached:
-        return
+        return "accepted"
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
@@ -202,7 +207,7 @@ def _check(work: Path, argv: list[str], damaged) -> None:
     where = f"argv={argv!r} damaged={damaged}\n{result.err}"
     if "--debug" in argv:  # a traceback was asked for
         assert result.code in (0, 2), where
-        return
+        return "debug"
     assert "Traceback" not in result.err, where
     assert result.code in (0, 2), where
     marker = work.parent / "MARKER"
@@ -213,6 +218,8 @@ def _check(work: Path, argv: list[str], damaged) -> None:
         lines = result.error_lines
         assert 1 <= len(lines) <= 2 and lines[0].startswith("ppl-dgm"), where
         assert "error:" in lines[0], where
+        return "refused"
+    return "accepted"
 
 
 def _on_alarm(signum, frame):
@@ -224,9 +231,14 @@ def _property(base, examples):
               suppress_health_check=list(HealthCheck))
     @given(data=st.data())
     def prop(data):
-        _check(*data.draw(_case(base)))
+        outcomes.append(_check(*data.draw(_case(base))))
 
+    outcomes: list[str] = []
     prop()
+    counts = {k: outcomes.count(k) for k in sorted(set(outcomes))}
+    print(f"{len(outcomes)} examples: {counts}")
+    assert len(outcomes) >= examples, counts  # every example ran (none filtered out)
+    assert counts.get("refused", 0) >= examples // 10 and counts.get("accepted", 0) >= 1, counts
 
 
 def test_cli_never_prints_a_traceback(base, sentinels):

@@ -179,16 +179,26 @@ class PairStore:
                                       f"{str(partial)!r} ({done} runs finished); pass --resume "
                                       f"to continue it, or --overwrite to start again")
             shutil.rmtree(partial)
-        elif resume and (out / MARKER).exists() and (out / PAIRS).is_dir():
-            try:
-                cls._check_settings(out, settings, out)
-            except ResumeError:
-                if not overwrite:
-                    raise
-            else:
-                shutil.copytree(out / PAIRS, partial / PAIRS)
-        partial.mkdir(parents=True, exist_ok=True)
-        write_atomic(partial / SETTINGS, json.dumps(settings, indent=1, sort_keys=True))
+        # built in a temporary sibling and renamed, so a kill never leaves a store
+        # without its settings
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(out.parent, prefix=f".tmp-{out.name}.partial-")
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}.partial-", dir=out.parent))
+        try:
+            if resume and (out / MARKER).exists() and (out / PAIRS).is_dir():
+                try:
+                    cls._check_settings(out, settings, out)
+                except ResumeError:
+                    if not overwrite:
+                        raise
+                else:
+                    shutil.copytree(out / PAIRS, tmp / PAIRS)
+            write_atomic(tmp / SETTINGS, json.dumps(settings, indent=1, sort_keys=True))
+            os.rename(tmp, partial)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(out.parent)
         return cls(partial, settings)
 
     @staticmethod
