@@ -3,7 +3,7 @@
 * fast: a comparison interrupted after its first finished (estimator, seed) pair leaves
   no output directory that looks complete, and ``compare --resume`` gives the same table
   as an uninterrupted run (timing columns aside).
-* slow (``test_sigkill_fuzz``): 20 SIGKILLs of real ``ppl-dgm`` processes -- at random
+* slow (``test_sigkill_fuzz``): 21 planned SIGKILLs (at least 20 land) of real ``ppl-dgm`` processes -- at random
   moments from outside and from inside a checkpoint save or a comparison save (the
   process kills itself between two file writes) -- then resume; the final weights and
   optimiser state are bit-identical to an uninterrupted run, no ``.tmp-*`` is left, and
@@ -170,17 +170,17 @@ def test_sigkill_fuzz(tmp_path):
         assert proc.returncode == 0, err
         assert "Traceback" not in err
 
-    # training: 14 kills (7 inside checkpoint saves), bit-identical to an uninterrupted run
+    # training: 15 kills planned (7 inside checkpoint saves), bit-identical to an uninterrupted run
     ref, run = tmp_path / "ref", tmp_path / "run"
     assert launch([*TRAIN, "--run-dir", ref]).wait(timeout=600) == 0
     until_done([*TRAIN, "--run-dir", run], [*TRAIN, "--run-dir", run, "--resume"],
-               run / "config.json", kills=14, inside=7, delay=(3.0, 8.0))
+               run / "config.json", kills=15, inside=7, delay=(3.0, 8.0))
     (step_a, w_a, o_a), (step_b, w_b, o_b) = _state(ref), _state(run)
     assert step_a == step_b == 2000
     assert _same(w_a, w_b) and _same(o_a, o_b), "resumed weights or optimiser differ"
     assert not list(run.rglob(".tmp-*")), list(run.rglob(".tmp-*"))
 
-    # comparison: 6 kills (4 inside its saves), the same table as an uninterrupted one
+    # comparison: 6 kills planned (4 inside its saves), the same table as an uninterrupted one
     data = _npz(tmp_path)
     cmp = ["compare", "--data", data, *CMP_QUICK, "--steps", "300"]
     assert launch([*cmp, "--out", "cmp-ref"]).wait(timeout=600) == 0
@@ -192,4 +192,4 @@ def test_sigkill_fuzz(tmp_path):
     kills = sum(1 for how, code, _ in log if code == -signal.SIGKILL)
     print(f"{kills} SIGKILLs ({sum(h == 'inside' for h, c, _ in log if c == -9)} inside a "
           f"save); every resume exact")
-    assert kills >= 18, log
+    assert kills >= 20, log  # a planned kill may come after its process has finished
