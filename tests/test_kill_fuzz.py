@@ -3,11 +3,11 @@
 * fast: a comparison interrupted after its first finished (estimator, seed) pair leaves
   no output directory that looks complete, and ``compare --resume`` gives the same table
   as an uninterrupted run (timing columns aside).
-* slow (``test_sigkill_fuzz``): 21 planned SIGKILLs (at least 20 land) of real ``ppl-dgm`` processes -- at random
-  moments from outside and from inside a checkpoint save or a comparison save (the
-  process kills itself between two file writes) -- then resume; the final weights and
-  optimiser state are bit-identical to an uninterrupted run, no ``.tmp-*`` is left, and
-  the comparison's table equals the uninterrupted one."""
+* slow (``test_sigkill_fuzz``): 21 planned SIGKILLs (at least 20 land) of real
+  ``ppl-dgm`` processes -- at random moments from outside and from inside a checkpoint
+  save or a comparison save (the process kills itself between two file writes) -- then
+  resume; the final weights and optimiser state are bit-identical to an uninterrupted
+  run, no ``.tmp-*`` is left, and the comparison's table equals the uninterrupted one."""
 
 from __future__ import annotations
 
