@@ -52,11 +52,15 @@ class Dataset:
 def check_data(x, *, name: str = "data") -> torch.Tensor:
     """Validate an array of data points and return it as a float32 tensor ``(N, D)``."""
     if isinstance(x, np.ndarray):
+        if np.issubdtype(x.dtype, np.complexfloating):
+            raise DataError(f"{name} has dtype {x.dtype}; expected real numbers")
         if not np.issubdtype(x.dtype, np.number) and x.dtype != np.bool_:
             raise DataError(f"{name} has dtype {x.dtype}; expected a numeric array")
         x = torch.from_numpy(np.ascontiguousarray(x))
     if not isinstance(x, torch.Tensor):
         raise DataError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    if x.is_complex():
+        raise DataError(f"{name} has dtype {x.dtype}; expected real numbers")
     if x.dim() != 2:
         raise DataError(f"{name} must have shape (num_points, num_features), got shape "
                         f"{tuple(x.shape)}; flatten images with x.reshape(len(x), -1)")
@@ -102,13 +106,22 @@ def load_array(path: str | Path, *, test_fraction: float = 0.15, seed: int = 0) 
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file {str(path)!r} does not exist")
-    if path.suffix == ".npy":
-        arrays = {"x": np.load(path, allow_pickle=False)}
-    elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    else:
+    if path.suffix not in (".npy", ".npz"):
         raise DataError(f"data file {str(path)!r} must end in .npy or .npz")
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} is not a regular file")
+    try:
+        if path.suffix == ".npy":
+            arrays = {"x": np.load(path, allow_pickle=False)}
+        else:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # zipfile, format and OS errors of a corrupt file
+        raise DataError(f"data file {str(path)!r} cannot be read as {path.suffix} "
+                        f"({type(e).__name__}: {str(e)[:120]})") from None
+    if "test" in arrays and "train" not in arrays:
+        raise DataError(f"{path.name} holds a 'test' array but no 'train' array; add the "
+                        f"training points as 'train'")
     if "train" in arrays:
         train = check_data(arrays["train"], name=f"{path.name}['train']")
         test = check_data(arrays["test"], name=f"{path.name}['test']") if "test" in arrays \

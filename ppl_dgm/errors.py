@@ -11,11 +11,15 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "DataError",
+    "IncompleteResultError",
     "IncompatibleEstimatorError",
     "NonFiniteLossError",
     "ParticleWarning",
+    "ResumeError",
     "SiteMismatchError",
     "UnknownNameError",
+    "UntrustedCodeError",
+    "UserCodeError",
 ]
 
 
@@ -40,6 +44,25 @@ class UnknownNameError(KeyError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, truncated or does not fit the modules."""
+
+
+class UntrustedCodeError(ValueError):
+    """A run directory names a Python file (a user's model, guide or estimator); importing
+    it would run its code, which is refused unless the caller trusts it (``--trust-code``)."""
+
+
+class UserCodeError(RuntimeError):
+    """A user's own Python file (a model, guide or estimator given as ``file.py:Name``)
+    failed to import or raised while it ran; the message names the file and line."""
+
+
+class ResumeError(ValueError):
+    """A resumed run was given options that differ from the ones it was started with."""
+
+
+class IncompleteResultError(ValueError):
+    """A comparison output directory has no completeness marker: it was interrupted
+    while it was written, or was not written by ``compare``."""
 
 
 class NonFiniteLossError(RuntimeError):

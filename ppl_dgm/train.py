@@ -19,13 +19,14 @@ from pathlib import Path
 import pyro
 import torch
 
-from .checkpoints import apply_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoints import apply_checkpoint, resume_checkpoint, save_checkpoint
 from .checks import check_setup
 from .data import Dataset, check_data
 from .errors import DataError, NonFiniteLossError
 from .estimators.base import Estimator
 from .evaluate import bound
 from .programs import Columns, ProgramCall, trainable
+from .runfiles import append_metrics, read_metrics
 
 __all__ = ["FitResult", "StepFunction", "fit", "make_optimizer", "resolve_device"]
 
@@ -157,8 +158,9 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         optim: str = "adam", lr: float = 1e-3, lr_groups: Mapping[str, float] | None = None,
         device: str | torch.device = "auto", seed: int = 0, run_dir: str | Path | None = None,
         log_every: int = 50, eval_every: int = 0, eval_data: torch.Tensor | None = None,
-        eval_particles: int = 1, checkpoint_every: int = 0, resume: bool = False,
-        progress: bool | None = None, meta: dict | None = None,
+        eval_particles: int = 1, checkpoint_every: int = 0,
+        resume: bool | int | str | Path = False, progress: bool | None = None,
+        meta: dict | None = None,
         callback: Callable[[int, dict], None] | None = None, args: tuple = (),
         kwargs: Mapping | None = None, data_arg: int | str | None = 0) -> FitResult:
     """Train ``model`` and ``guide`` with ``estimator`` on ``data``.
@@ -196,8 +198,11 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
     :param progress: a tqdm bar showing the loss per data point (the loss averaged over
         the last read-back's steps, divided by ``batch_size``); None shows it when
         stderr is a terminal.
-    :param resume: continue from ``run_dir``'s latest checkpoint if there is one; the
-        result is identical to an uninterrupted run with the same seed.
+    :param resume: continue from ``run_dir``'s newest intact checkpoint if there is one
+        (or from a given checkpoint path or step, see
+        :func:`~ppl_dgm.checkpoints.resume_checkpoint`); the result is identical to an
+        uninterrupted run with the same seed.  ``lr`` and ``lr_groups`` as given apply
+        from the resumed step on.
 
     A NaN or infinite loss stops training with :class:`~ppl_dgm.errors.NonFiniteLossError`;
     the modules are restored to the last state that passed the check, and the last
@@ -254,16 +259,15 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
     if run_path is not None:
         run_path.mkdir(parents=True, exist_ok=True)
         metrics_path = run_path / "metrics.jsonl"
-        found = latest_checkpoint(run_path) if resume else None
-        if found is not None:
-            ckpt = load_checkpoint(found)
+        ckpt = resume_checkpoint(run_path, resume)
+        if ckpt is not None:
             apply_checkpoint(ckpt, modules, optimizer, restore_rng=True)
+            for group in optimizer.param_groups:  # the learning rates asked for now apply
+                group["lr"] = dict(lr_groups or {}).get(group.get("name"), lr)
             start = resumed_from = ckpt.step
-            last_ckpt = found
+            last_ckpt = ckpt.path
             if metrics_path.exists():
-                rows = [json.loads(line) for line in metrics_path.read_text().splitlines()
-                        if line.strip()]
-                history = [r for r in rows if r.get("step", 0) <= start]
+                history = [r for r in read_metrics(metrics_path) if r.get("step", 0) <= start]
         if metrics_path is not None:
             _write_rows(metrics_path, history)
     if resumed_from is None:
@@ -347,8 +351,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                 if bar is not None:
                     bar.set_postfix(loss_per_point=f"{row['loss'] / batch_size:.4g}")
                 if metrics_path is not None:
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    append_metrics(metrics_path, row)
                 if run_path is not None and ((checkpoint_every and done % checkpoint_every == 0)
                                              or done == steps):
                     last_ckpt = save_checkpoint(run_path, done, modules=modules,

@@ -64,7 +64,11 @@ def test_user_model_and_guide_from_files(tmp_path, capsys, monkeypatch):
     assert main(["train", "--model", "mine.py:TinyModel", "--guide", "mine.py:TinyGuide",
                  "--steps", "30", "--log-every", "10", "--eval-samples", "20",
                  "--run-dir", "u", "--no-progress"]) == 0
-    assert main(["evaluate", "u", "--samples", "20", "--ks", "1"]) == 0
+    capsys.readouterr()
+    # a run that names a Python file is not imported without --trust-code
+    assert main(["evaluate", "u", "--samples", "20", "--ks", "1"]) == 2
+    assert "--trust-code" in capsys.readouterr().err
+    assert main(["evaluate", "u", "--samples", "20", "--ks", "1", "--trust-code"]) == 0
     assert "log p(x), IS K=20" in capsys.readouterr().out
 
 

@@ -237,7 +237,8 @@ def test_cli_compare_writes_table_files_and_plots(tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "| elbo | 2 |" in captured.out and "| iwae:num_particles=3 | 2 |" in captured.out
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUT_FILES, "complete.json",
+                                                           "pairs", "settings.json"])
 
 
 def test_cli_compare_user_files_without_registration(tmp_path, capsys):
@@ -279,7 +280,7 @@ def test_cli_compare_user_files_without_registration(tmp_path, capsys):
 @pytest.mark.parametrize("args, match", [
     (["--estimators", ""], "estimator list is empty"),
     (["--estimators", "elbo,nope"], "unknown estimator 'nope'"),
-    (["--estimators", "elbo", "--steps", "0"], "steps must be a positive integer"),
+    (["--estimators", "elbo", "--steps", "0"], "argument --steps: must be >= 1"),
     (["--estimators", "elbo", "--seeds", "x"], "--seeds"),
 ])
 def test_cli_compare_bad_input(tmp_path, capsys, args, match):
@@ -297,10 +298,14 @@ def test_cli_compare_refuses_non_empty_out_unless_overwrite(tmp_path, capsys):
     (out / "table.md").write_text("stale")
     argv = ["compare", "--estimators", "elbo", "--data", _npz(tmp_path), "--out", str(out),
             "--no-plots", *CLI_QUICK]
+    for extra in ([], ["--overwrite"]):  # a folder with other files is never replaced
+        assert main([*argv, *extra]) == 2
+        assert "holds files that no comparison wrote (notes.txt)" in capsys.readouterr().err
+        assert (out / "table.md").read_text() == "stale"
+    (out / "notes.txt").unlink()
     assert main(argv) == 2
     assert "not empty" in capsys.readouterr().err and (out / "table.md").read_text() == "stale"
     assert main([*argv, "--overwrite"]) == 0
-    assert (out / "notes.txt").read_text() == "mine"  # other files are left alone
     assert "| elbo |" in (out / "table.md").read_text()
     assert not (out / "gradients.png").exists()
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..runs import load_run
+from .evaluate import say_notes
 from .parser import command_line
 
 
@@ -14,7 +15,8 @@ def _diagnose(args) -> int:
     from ..train import resolve_device
 
     device = resolve_device(args.device)
-    run = load_run(args.run_dir, device)
+    run = load_run(args.run_dir, device, trust_code=args.trust_code)
+    say_notes(run.notes)
     config, ckpt = run.config, run.checkpoint
     x = (run.data.test if args.split == "test" else run.data.train).to(device)
     if args.max_points is not None:
@@ -29,7 +31,8 @@ def _diagnose(args) -> int:
         check_points(points, x.shape[0], what=f"--point-indices (of the {args.split} split)")
     others = {}
     for other in args.compare or []:
-        other_run = load_run(other, device)
+        other_run = load_run(other, device, trust_code=args.trust_code)
+        say_notes(other_run.notes)
         others[other] = (other_run.model, other_run.guide)
     result = diagnose(run.model, run.guide, x, points=points, num_draws=args.draws,
                       recheck=not args.no_recheck, recheck_draws=args.recheck_draws,

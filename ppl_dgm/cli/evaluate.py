@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -14,16 +15,23 @@ from ..runs import load_run
 from ..text import TextDataset
 
 
+def say_notes(notes) -> None:
+    """Print what a caller should know about a loaded run (to stderr, one line each)."""
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
 def _evaluate(args) -> int:
     from ..evaluate import evaluate
     from ..train import resolve_device
     from ..undirected import evaluate_lines, log_z_fields
 
     device = resolve_device(args.device)
-    run = load_run(args.run_dir, device)
+    run = load_run(args.run_dir, device, trust_code=args.trust_code)
+    say_notes(run.notes)
     ckpt = run.checkpoint
     x = (run.data.test if args.split == "test" else run.data.train).to(device)
-    ks = tuple(int(k) for k in args.ks.split(",") if k)
+    ks = tuple(args.ks)
     result = evaluate(run.model, run.guide, x, num_samples=args.samples, ks=ks)
     if args.json:
         print(json.dumps({"step": ckpt.step, "split": args.split, **result.summary,
@@ -49,7 +57,8 @@ def _evaluate(args) -> int:
 def _sample(args) -> int:
     from ..plots import save_grid
 
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, trust_code=args.trust_code)
+    say_notes(run.notes)
     torch.manual_seed(args.seed)
     if isinstance(run.data, TextDataset):  # sentences: printed and saved as text
         from ..sentences import text_output
@@ -84,4 +93,11 @@ def _list(_args) -> int:
         print(f"  {name:<22} {yes[cls.handles_discrete_latents]:<9} "
               f"{yes[cls.needs_reparam]:<13} {yes[cls.needs_likelihood]:<11} "
               f"{cls.min_particles:<6} {yes[cls.handles_energy_sites]}")
+    print("columns: discrete = trains models with discrete latent sites; reparam-only = "
+          "needs every latent to be\n  reparameterisable (continuous); likelihood = needs "
+          "the model's log-likelihood (no: adversarial\n  or moment-matching objectives, "
+          "judged by samples); min K = the fewest particles (num_particles);\n  energy "
+          "sites = trains models with energy-based (undirected) sites.  Models and guides "
+          "are\n  given as --model/--guide NAME or path/to/file.py:Class; a default guide is "
+          "used without --guide.")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,7 @@ TIMING_COLUMNS = ("train_seconds", "ms_per_step", "time_to_target_s", "peak_mem_
 METRICS = ("is_logpx", "iwae", "elbo", "exact_logpx", "heldout", "train_objective",
            "grad_var_model", "grad_var_guide", "grad_snr_model", "grad_snr_guide",
            "ms_per_step", "time_to_target_s", "peak_mem_mb")
-# Every file :meth:`ComparisonResult.save` writes (``--overwrite`` replaces only these).
+# Every file :meth:`ComparisonResult.save` writes (besides the marker complete.json).
 OUTPUT_FILES = ("table.md", "summary.csv", "runs.csv", "curves.csv", "gradients.csv",
                 "results.json", "curves_steps.png", "curves_time.png", "gradients.png",
                 "time_to_target.png", "bounds.png", "samples.npz", "report.html")
@@ -190,19 +191,29 @@ class ComparisonResult:
     @classmethod
     def load(cls, path: str | Path) -> ComparisonResult:
         """Read a result back from the ``results.json`` that :meth:`save` wrote (or its
-        directory), e.g. to redraw the plots or change the target."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "results.json"
-        doc = json.loads(path.read_text())
-        samples = {}
-        if (path.parent / "samples.npz").is_file():
-            import numpy as np
+        directory), e.g. to redraw the plots or change the target.  A directory without
+        the completeness marker (an interrupted save) is refused with
+        :class:`~ppl_dgm.errors.IncompleteResultError`."""
+        from ..errors import CheckpointError, IncompleteResultError
+        from ..runfiles import read_json
+        from .store import check_complete
 
-            with np.load(path.parent / "samples.npz", allow_pickle=False) as f:
-                samples = {k: f[k] for k in f.files}
-        return cls(doc["config"], doc["runs"], doc["curves"], doc["gradients"], doc["target"],
-                   samples)
+        path = Path(path)
+        folder = path if path.is_dir() else path.parent
+        check_complete(folder)
+        try:
+            doc = read_json(folder / "results.json", what="comparison result", root=folder)
+            samples = {}
+            if (folder / "samples.npz").is_file():
+                import numpy as np
+
+                with np.load(folder / "samples.npz", allow_pickle=False) as f:
+                    samples = {k: f[k] for k in f.files}
+            return cls(doc["config"], doc["runs"], doc["curves"], doc["gradients"],
+                       doc["target"], samples)
+        except (CheckpointError, KeyError, TypeError, ValueError, OSError) as e:
+            raise IncompleteResultError(f"{str(folder)!r}: results.json or samples.npz is "
+                                        f"corrupt ({e})") from None
 
     def with_target(self, target: float) -> ComparisonResult:
         """The same result with ``time_to_target_s`` measured against another target."""
@@ -233,11 +244,28 @@ class ComparisonResult:
         return plot_all(self, out_dir)
 
     def save(self, out_dir: str | Path, *, plots: bool = True, report: bool = True,
-             command: str | None = None) -> list[Path]:
+             command: str | None = None, extra: dict[str, Path] | None = None) -> list[Path]:
         """Write table.md, summary/runs/curves/gradients CSV, results.json, the plots,
-        samples.npz and report.html (:mod:`ppl_dgm.report`; ``command`` is shown in it)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        samples.npz and report.html (:mod:`ppl_dgm.report`; ``command`` is shown in it),
+        and copies of the ``extra`` files or folders, atomically: into a temporary
+        directory that ends with the completeness marker ``complete.json`` and then
+        takes the place of ``out_dir`` (see :mod:`ppl_dgm.compare.store`), so a crash
+        leaves the old result or the new one, never a mix."""
+        from .store import write_dir_atomically
+
+        def write(tmp: Path) -> list[Path]:
+            paths = self._write(tmp, plots=plots, report=report, command=command)
+            for name, src in (extra or {}).items():
+                if src.is_dir():
+                    shutil.copytree(src, tmp / name)
+                else:
+                    shutil.copyfile(src, tmp / name)
+            return paths
+
+        return write_dir_atomically(out_dir, write)
+
+    def _write(self, out: Path, *, plots: bool, report: bool = True,
+               command: str | None = None) -> list[Path]:
         (out / "table.md").write_text(self.to_markdown())
         (out / "results.json").write_text(self.to_json())
         paths = [out / "table.md", out / "results.json"]

@@ -88,7 +88,7 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
             eval_data: torch.Tensor | None = None, eval_every: int | None = None,
             curve_particles: int = 50, iwae_k: int = 50, eval_samples: int = 5000,
             grad_draws: int = 100, target: float | None = None,
-            progress: bool = False) -> ComparisonResult:
+            progress: bool = False, store=None) -> ComparisonResult:
     """Train ``model`` + ``guide`` with each estimator from the same start; measure and tabulate.
 
     :param model_factory: a registered model name, ``"path/to/file.py:Class"``, a model
@@ -112,6 +112,9 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
     :param target: held-out bound for the time-to-target column (default: the lowest
         best-curve value over the estimators, mean over seeds, so all can reach it).
     :param progress: show a progress bar (tqdm) naming the run in progress.
+    :param store: a :class:`~ppl_dgm.compare.store.PairStore`: every (estimator, seed) run
+        is saved to it as it finishes, and runs it already holds are not run again
+        (``ppl-dgm compare --resume``; the table is the same).
     """
     # ---- validate everything before any training
     check_steps(steps)
@@ -158,7 +161,8 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
     try:
         for seed in cfg.seeds:
             for record in _compare_seed(seed, specs, skip=skip, make_model=make_model,
-                                        make_guide=make_guide, data=cdata, cfg=cfg, bar=bar):
+                                        make_guide=make_guide, data=cdata, cfg=cfg, bar=bar,
+                                        store=store):
                 runs.append(record.row)
                 curves.extend(record.curves)
                 gradients.extend(record.gradients)
@@ -188,7 +192,7 @@ def _skip_reasons(specs: list[EstimatorSpec], *, particles: int | None) -> dict[
 
 def _compare_seed(seed: int, specs: list[EstimatorSpec], *, skip: dict[str, str | None],
                   make_model: Callable, make_guide: Callable, data: ComparisonData,
-                  cfg: CompareConfig, bar) -> list[_RunRecord]:
+                  cfg: CompareConfig, bar, store=None) -> list[_RunRecord]:
     """Every estimator's run on one seed, each from a copy of the same model and guide.
 
     An estimator whose own check fails is skipped (incompatible) or failed (any other
@@ -210,8 +214,12 @@ def _compare_seed(seed: int, specs: list[EstimatorSpec], *, skip: dict[str, str 
               for p in m.parameters()]
     start_params = [(p, p.detach().clone()) for p in shared]
     curve0 = None
-    records: list[_RunRecord] = []
+    records: list[_RunRecord] = store.collector(skip) if store is not None else []
     for spec in specs:
+        if store is not None and store.restore(records, spec.label, seed, skip):
+            if bar is not None and skip[spec.label] is None:
+                bar.update(cfg.steps)
+            continue  # finished before an interruption
         row = {"estimator": spec.label, "estimator_class": spec.cls.__name__,
                "options": json.dumps(dict(spec.options), sort_keys=True, default=str),
                "seed": seed, "status": "ok", "reason": ""}
