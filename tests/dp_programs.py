@@ -4,7 +4,8 @@
 OUT_DIR SCENARIO...`` trains each scenario's model in turn on every rank and saves each
 rank's final state to ``OUT_DIR/SCENARIO-rank{r}.pt``.  Scenarios: ``vae`` (ELBO),
 ``sbn`` (NVIL, checkpoints every 10 steps), ``sbn-killed`` (rank 1 dies at step 30) and
-``sbn-resume`` (resumes the killed run).  The same builders serve the single-process
+``sbn-resume`` (resumes the killed run), ``badbatch`` (writes fit's refusal of a batch
+size the world size does not divide).  The same builders serve the single-process
 references in the test (:func:`build`).
 """
 
@@ -48,6 +49,13 @@ def state(model, guide, est) -> dict:
 
 def run(scenario: str, out_dir: Path) -> None:
     rank = int(os.environ["RANK"])
+    if scenario == "badbatch":   # a global batch the world size does not divide
+        model, guide, est = build("vae")
+        try:
+            fit(model, guide, est, data(), steps=1, batch_size=21, device="cpu")
+        except ValueError as e:
+            (out_dir / f"badbatch-rank{rank}.txt").write_text(str(e))
+        return
     name, _, mode = scenario.partition("-")   # "sbn", "sbn-killed", "sbn-resume"
     model, guide, est = build(name)
     kw = {}

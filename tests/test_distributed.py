@@ -55,7 +55,7 @@ def runs(tmp_path_factory):
     assert first.returncode != 0, "rank 1 was to die at step 30"
     assert (out / "vae-rank1.pt").exists(), first.stderr[-3000:]
     assert not (out / "sbn-killed-rank0.pt").exists()
-    second = _torchrun(out, "sbn-resume", "sbn")
+    second = _torchrun(out, "sbn-resume", "sbn", "badbatch")
     assert second.returncode == 0, second.stderr[-3000:]
     return out
 
@@ -107,7 +107,7 @@ def reference(name: str, world: int = 2) -> dict:
 def _assert_close(a: dict, b: dict, atol: float, rtol: float = 1e-5) -> None:
     assert set(a) == set(b)
     for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=rtol, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=rtol, msg=lambda m, k=k: f"{k}: {m}")
 
 
 def test_vae_elbo_equals_one_process_on_the_global_batch(runs):
@@ -138,6 +138,12 @@ def test_killed_run_resumes_every_rank_to_the_uninterrupted_result(runs):
             assert torch.equal(resumed[r][k], uninterrupted[r][k]), (r, k)
     steps = [int(p.name.split("-")[1]) for p in (runs / "run-resumed" / "checkpoints").iterdir()]
     assert max(steps) == dpp.STEPS
+
+
+def test_torchrun_refuses_a_batch_the_world_size_does_not_divide(runs):
+    for r in range(2):
+        text = (runs / f"badbatch-rank{r}.txt").read_text()
+        assert "batch_size=21" in text and "WORLD_SIZE=2" in text and "batch_size=20" in text
 
 
 # ------------------------------------------------------------------ one process

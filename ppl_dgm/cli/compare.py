@@ -21,7 +21,9 @@ def _parse_seeds(text: str) -> int | list[int]:
 
 def _compare(args) -> int:
     from ..compare import OUTPUT_FILES, compare, parse_estimators
+    from ..compare.parallel import plan_jobs
     from ..data import load_data
+    from ..distributed import is_main
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -31,7 +33,10 @@ def _compare(args) -> int:
                               f"--overwrite to replace the comparison files in it, or choose "
                               f"another --out")
     seeds = _parse_seeds(args.seeds)
-    parse_estimators(args.estimators, particles=args.particles)  # fail before loading data
+    specs = parse_estimators(args.estimators, particles=args.particles)  # fail before data
+    plan = plan_jobs(args.jobs, len(specs) * (seeds if isinstance(seeds, int) else len(seeds)))
+    if plan.note and is_main():
+        print(f"note: {plan.note}")
     data = load_data(args.data, root=args.data_root)
     guide = args.guide or registry.default_guide(args.model)
     print(f"data: {data.description}")
@@ -45,7 +50,9 @@ def _compare(args) -> int:
                      eval_every=args.eval_every, curve_particles=args.curve_particles,
                      iwae_k=args.iwae_k, eval_samples=args.eval_samples,
                      grad_draws=args.grad_draws, target=args.target,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress and is_main(), jobs=plan.workers)
+    if not is_main():   # under torchrun rank 0 writes the results
+        return 0
     for name in OUTPUT_FILES:  # only earlier comparison outputs are replaced
         if (out / name).is_file():
             (out / name).unlink()

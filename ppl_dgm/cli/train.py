@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from .. import registry
+from ..distributed import is_main
 from ..errors import DataError
 from ..programs import set_training
 from ..protocol import log_partition, sampler
@@ -46,7 +49,8 @@ def _train(args) -> int:
     if args.init_from:
         init_from(args.init_from, model, guide)
     run_dir = args.run_dir or default_run_dir(args.model, args.estimator, args.seed)
-    run_dir = start_run_dir(run_dir, config, resume=args.resume, overwrite=args.overwrite)
+    run_dir = (start_run_dir(run_dir, config, resume=args.resume, overwrite=args.overwrite)
+               if is_main() else Path(run_dir))   # under torchrun rank 0 owns run_dir
     lr_groups = {k: v for k, v in (("model", args.lr_model), ("guide", args.lr_guide),
                                    ("estimator", args.lr_estimator)) if v is not None}
     device = resolve_device(args.device)
@@ -58,6 +62,8 @@ def _train(args) -> int:
                  seed=args.seed, run_dir=run_dir, log_every=args.log_every,
                  eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                  resume=args.resume, progress=not args.no_progress, meta={"config": config})
+    if not is_main():
+        return 0
     final = result.final
     # "objective" is the estimator's own objective (a bound for likelihood estimators);
     # the loss is a routed surrogate and need not be one
