@@ -231,6 +231,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         raise ValueError(f"batch_size={batch_size} must be between 1 and the number of "
                          f"training points ({n})")
     local_b = batch_size if dp is None or data_arg is None else dp.local_batch(batch_size)
+    offset = 0 if local_b == batch_size else dp.rank * local_b   # this rank's slice
     for m in (model, guide, estimator):
         if isinstance(m, (torch.nn.Module, Estimator)):
             m.to(dev)
@@ -300,7 +301,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                     epoch = e
                     order = _epoch_order(n, seed, epoch).to(dev)
                 i = step % per_epoch
-                lo = i * batch_size + (0 if dp is None else dp.rank * local_b)
+                lo = i * batch_size + offset
                 xb = train_x[order[lo:lo + local_b]]
                 if dp is None:
                     loss, metrics = step_fn(xb, step)
