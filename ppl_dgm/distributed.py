@@ -28,6 +28,15 @@ when it is launched by ``torchrun --nproc_per_node=N``; the Pyro programs need n
 * read-back points: metrics are averaged over the ranks; rank 0 writes logs and
   checkpoints (holding every rank's random state); a resumed run restores every rank.
 
+Why not ``torch.nn.parallel.DistributedDataParallel`` itself: DDP averages gradients
+from hooks set up by the wrapped module's ``forward``, and expects one forward per
+backward through that wrapper.  The estimators call the model and guide inside Pyro's
+handlers (trace, replay, several particles, wake and sleep phases) and plain-function
+programs have no module at all, so wrapping them would change the user's code.  The
+same average DDP computes, the mean over the ranks of every trained parameter's
+gradient, is taken here by one bucketed all-reduce per (device, dtype) before the
+optimiser step.
+
 Example (two processes on one machine)::
 
     torchrun --standalone --nproc_per_node=2 train_script.py   # calls ppl_dgm.fit(...)

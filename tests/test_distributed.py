@@ -1,6 +1,7 @@
 """Data-parallel training under torchrun (two CPU processes, Gloo): the parameters equal
 a single-process run on the same global batch, NVIL's running moments agree on both
-ranks, and a run killed on one rank resumes to the uninterrupted result.
+ranks (one launch, in the fast suite), and a run killed on one rank resumes to the
+uninterrupted result (two more launches: slow).
 
 The single-process reference computes each global batch's loss shard by shard, drawing
 shard ``r``'s random numbers from rank ``r``'s stream (the only way one process can
@@ -48,16 +49,25 @@ def _torchrun(out: Path, *scenarios: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two launches: the VAE, then an NVIL run killed on rank 1 at step 30; then the
-    resume of the killed run and an uninterrupted NVIL run."""
+    """One launch: the VAE (ELBO), an uninterrupted NVIL run with checkpoints, and the
+    refusal of a batch size the world size does not divide."""
     out = tmp_path_factory.mktemp("dp")
-    first = _torchrun(out, "vae", "sbn-killed")
-    assert first.returncode != 0, "rank 1 was to die at step 30"
-    assert (out / "vae-rank1.pt").exists(), first.stderr[-3000:]
-    assert not (out / "sbn-killed-rank0.pt").exists()
-    second = _torchrun(out, "sbn-resume", "sbn", "badbatch")
-    assert second.returncode == 0, second.stderr[-3000:]
+    done = _torchrun(out, "vae", "sbn", "badbatch")
+    assert done.returncode == 0, done.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def resumed(runs):
+    """Two more launches (slow): an NVIL run killed on rank 1 at step 30, then its resume."""
+    first = _torchrun(runs, "sbn-killed")
+    assert first.returncode != 0, "rank 1 was to die at step 30"
+    assert not (runs / "sbn-killed-rank0.pt").exists()
+    ckpts = runs / "run-resumed" / "checkpoints"
+    assert max(int(p.name.split("-")[1]) for p in ckpts.iterdir()) < dpp.STEPS
+    second = _torchrun(runs, "sbn-resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    return runs
 
 
 def _load(out: Path, scenario: str) -> list[dict]:
@@ -131,7 +141,9 @@ def test_sbn_nvil_equals_one_process_and_moments_agree(runs):
     _assert_close(ranks[0], reference("sbn"), atol=2e-5)
 
 
-def test_killed_run_resumes_every_rank_to_the_uninterrupted_result(runs):
+@pytest.mark.slow
+def test_killed_run_resumes_every_rank_to_the_uninterrupted_result(resumed):
+    runs = resumed
     resumed, uninterrupted = _load(runs, "sbn-resume"), _load(runs, "sbn")
     for r in range(2):
         for k in uninterrupted[r]:
