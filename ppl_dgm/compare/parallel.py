@@ -19,6 +19,7 @@ one with the same reason, as in one process.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -30,7 +31,8 @@ import torch
 
 from ..distributed import world
 
-__all__ = ["JobPlan", "available_cores", "check_jobs", "join_launch", "plan_jobs", "run_jobs"]
+__all__ = ["JobPlan", "available_cores", "check_jobs", "join_launch", "one_thread",
+           "plan_jobs", "run_jobs"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,27 @@ def join_launch(cfg):
         cfg = dataclasses.replace(cfg, device=torch.device(
             "cuda", w.local_rank % torch.cuda.device_count()))
     return cfg
+
+
+@contextlib.contextmanager
+def one_thread(device: torch.device):
+    """Run the comparison's CPU work on one torch thread, as every worker does.
+
+    Multi-threaded CPU kernels split their reductions by the thread count and round
+    differently; over thousands of steps with discrete samples those last bits grow into
+    different trajectories (3.8e-3 relative on the SBN comparison of 300 steps), so
+    ``jobs=1`` runs one-threaded too and gives the table of ``jobs=N`` bit for bit.  On
+    a shared machine one thread is also much faster for these small networks (7x on a
+    loaded 2-core machine)."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from ..train import fit, resolve_device
 from .config import CompareConfig, check_counts, check_steps, seed_list
 from .inputs import ComparisonData, guide_builder, model_builder, name_of, prepare_data
 from .measure import fork_rng, heldout_bound, peak_memory, reset_peak_memory
-from .parallel import check_jobs, join_launch, plan_jobs, run_jobs
+from .parallel import check_jobs, join_launch, one_thread, plan_jobs, run_jobs
 from .result import GROUPS, ComparisonResult, fill_time_to_target
 from .spec import EstimatorSpec, parse_estimators, skip_reason
 
@@ -163,16 +163,18 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
         todo = sum(1 for s in specs if skip[s.label] is None) * len(cfg.seeds)
         bar = tqdm(total=todo * cfg.steps, unit="step", desc="compare", dynamic_ncols=True)
     try:
-        records = _parallel_records(jobs, specs, skip=skip, make_model=make_model,
-                                    make_guide=make_guide, data=cdata, cfg=cfg, bar=bar,
-                                    factories=(model_factory, guide_factory))
-        for record in records if records is not None else (
-                r for seed in cfg.seeds
-                for r in _compare_seed(seed, specs, skip=skip, make_model=make_model,
-                                       make_guide=make_guide, data=cdata, cfg=cfg, bar=bar)):
-            runs.append(record.row)
-            curves.extend(record.curves)
-            gradients.extend(record.gradients)
+        with one_thread(cfg.device):   # the table of jobs=N bit for bit (see one_thread)
+            records = _parallel_records(jobs, specs, skip=skip, make_model=make_model,
+                                        make_guide=make_guide, data=cdata, cfg=cfg, bar=bar,
+                                        factories=(model_factory, guide_factory))
+            for record in records if records is not None else (
+                    r for seed in cfg.seeds
+                    for r in _compare_seed(seed, specs, skip=skip, make_model=make_model,
+                                           make_guide=make_guide, data=cdata, cfg=cfg,
+                                           bar=bar)):
+                runs.append(record.row)
+                curves.extend(record.curves)
+                gradients.extend(record.gradients)
     finally:
         if bar is not None:
             bar.close()
