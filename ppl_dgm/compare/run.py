@@ -115,7 +115,8 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
     :param progress: show a progress bar (tqdm) naming the run in progress.
     :param jobs: worker processes for the runs (``"auto"``: one per available core; more
         than the runs is clamped, with a warning); the tables equal those of ``jobs=1``
-        apart from the timing and memory columns (see :mod:`~ppl_dgm.compare.parallel`).
+        apart from the timing and memory columns (see :mod:`~ppl_dgm.compare.parallel`;
+        on the CPU every run, with ``jobs=1`` too, uses one torch thread).
         Under ``torchrun`` the runs are shared between the ranks, and every rank returns
         the whole result.
     """
