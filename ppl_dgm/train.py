@@ -22,7 +22,8 @@ import torch
 from .checkpoints import apply_checkpoint, resume_checkpoint, save_checkpoint
 from .checks import check_setup
 from .data import Dataset, check_data
-from .errors import DataError, NonFiniteLossError
+from .distributed import DataParallel, rank_seed, shard_scale, world
+from .errors import CheckpointError, DataError, NonFiniteLossError
 from .estimators.base import Estimator
 from .evaluate import bound
 from .programs import Columns, ProgramCall, trainable
@@ -162,7 +163,8 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         resume: bool | int | str | Path = False, progress: bool | None = None,
         meta: dict | None = None,
         callback: Callable[[int, dict], None] | None = None, args: tuple = (),
-        kwargs: Mapping | None = None, data_arg: int | str | None = 0) -> FitResult:
+        kwargs: Mapping | None = None, data_arg: int | str | None = 0,
+        distributed: bool | None = None) -> FitResult:
     """Train ``model`` and ``guide`` with ``estimator`` on ``data``.
 
     ``model`` and ``guide`` are Pyro programs in any form: ``PyroModule`` or
@@ -204,6 +206,10 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         uninterrupted run with the same seed.  ``lr`` and ``lr_groups`` as given apply
         from the resumed step on.
 
+    :param distributed: train data-parallel over the processes of a ``torchrun`` launch
+        (None: when launched so; see :mod:`ppl_dgm.distributed`).  ``batch_size`` is then
+        the global batch, divided evenly between the ranks; rank 0 writes ``run_dir``.
+
     A NaN or infinite loss stops training with :class:`~ppl_dgm.errors.NonFiniteLossError`;
     the modules are restored to the last state that passed the check, and the last
     checkpoint on disk is left as it was.
@@ -213,6 +219,9 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
     if log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every}")
     dev = resolve_device(device)
+    dp = _data_parallel(distributed, dev)
+    if dp is not None:
+        dev = dp.device
     call = ProgramCall(tuple(args), dict(kwargs or {}), data_arg)
     if data is None or data_arg is None:
         if data is not None or data_arg is not None:
@@ -236,11 +245,13 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
     if batch_size < 1 or batch_size > n:
         raise ValueError(f"batch_size={batch_size} must be between 1 and the number of "
                          f"training points ({n})")
+    local_b = batch_size if dp is None or data_arg is None else dp.local_batch(batch_size)
+    offset = 0 if local_b == batch_size else dp.rank * local_b   # this rank's slice
     for m in (model, guide, estimator):
         if isinstance(m, (torch.nn.Module, Estimator)):
             m.to(dev)
-    check_setup(model, guide, estimator, train_x[:batch_size], call=call)
-    first_args, first_kwargs = call.bind(train_x[:batch_size])
+    check_setup(model, guide, estimator, train_x[:local_b], call=call)
+    first_args, first_kwargs = call.bind(train_x[:local_b])
     model_params = trainable(model, first_args, first_kwargs)
     modules = {"model": model_params,
                "guide": trainable(guide, first_args, first_kwargs,
@@ -256,14 +267,20 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
     metrics_path = None
     history: list[dict] = []
     start, resumed_from, last_ckpt = 0, None, None
-    if run_path is not None:
+    if dp is not None:
+        dp.plate, dp.factor = (shard_scale(model, first_args, first_kwargs, dp.size, dev)
+                               if data_arg is not None else (None, 1.0))
+        history, start, resumed_from, last_ckpt, metrics_path = _resume_data_parallel(
+            dp, run_path, resume, modules, optimizer, lr, lr_groups)
+        dp.broadcast_state(modules)
+        dp.attach(optimizer, modules)
+    elif run_path is not None:
         run_path.mkdir(parents=True, exist_ok=True)
         metrics_path = run_path / "metrics.jsonl"
         ckpt = resume_checkpoint(run_path, resume)
         if ckpt is not None:
             apply_checkpoint(ckpt, modules, optimizer, restore_rng=True)
-            for group in optimizer.param_groups:  # the learning rates asked for now apply
-                group["lr"] = dict(lr_groups or {}).get(group.get("name"), lr)
+            _apply_learning_rates(optimizer, lr, lr_groups)
             start = resumed_from = ckpt.step
             last_ckpt = ckpt.path
             if metrics_path.exists():
@@ -271,7 +288,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         if metrics_path is not None:
             _write_rows(metrics_path, history)
     if resumed_from is None:
-        torch.manual_seed(seed)
+        torch.manual_seed(seed if dp is None else rank_seed(seed, dp.rank))
     if start >= steps:
         return FitResult(steps=start, history=history, run_dir=run_path, checkpoint=last_ckpt,
                          resumed_from=resumed_from)
@@ -287,7 +304,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
     if progress is None:
         import sys
         progress = sys.stderr.isatty()
-    if progress:
+    if progress and (dp is None or dp.rank == 0):
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, initial=start, desc=f"{estimator.name}", unit="step")
     epoch, order = -1, None
@@ -300,8 +317,13 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                     epoch = e
                     order = _epoch_order(n, seed, epoch).to(dev)
                 i = step % per_epoch
-                xb = train_x[order[i * batch_size:(i + 1) * batch_size]]
-                loss, metrics = step_fn(xb, step)
+                lo = i * batch_size + offset
+                xb = train_x[order[lo:lo + local_b]]
+                if dp is None:
+                    loss, metrics = step_fn(xb, step)
+                else:
+                    with dp.step_scope():
+                        loss, metrics = step_fn(xb, step)
                 _accumulate(acc, "loss", loss)
                 for k, v in metrics.items():
                     _accumulate(acc, k, v)
@@ -313,8 +335,10 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                     continue
                 # ---- read-back point: the only host synchronisation ----
                 row = {"step": done, "time": time.perf_counter() - t0 - paused}
-                row.update({k: float(v) / acc_count for k, v in
-                            zip(acc, torch.stack(list(acc.values())).tolist())})
+                values = torch.stack(list(acc.values()))
+                if dp is not None:
+                    values = dp.mean(values)
+                row.update({k: float(v) / acc_count for k, v in zip(acc, values.tolist())})
                 acc, acc_count = {}, 0
                 if not (math.isfinite(row["loss"]) and _params_finite(modules)):
                     _restore(modules, good_state)
@@ -333,7 +357,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                             estimator, "needs_likelihood", True) and (
                                 done % eval_every == 0 or done == steps):
                         heldout = _heldout(modules, model, guide, eval_data,
-                                           eval_particles, call)
+                                           eval_particles, call, dp)
                         if heldout is not None:
                             row[f"heldout_bound_k{eval_particles}"] = heldout
                     if callback is not None:
@@ -343,7 +367,8 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                 except Exception:
                     # held-out evaluation or the user's callback failed: the trained state
                     # is good (its loss passed the check), so keep it before giving up
-                    if run_path is not None:
+                    # (one process; a data-parallel save needs every rank)
+                    if run_path is not None and dp is None:
                         save_checkpoint(run_path, done, modules=modules,
                                         optimizer=optimizer, meta=meta)
                     raise
@@ -354,8 +379,12 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                     append_metrics(metrics_path, row)
                 if run_path is not None and ((checkpoint_every and done % checkpoint_every == 0)
                                              or done == steps):
-                    last_ckpt = save_checkpoint(run_path, done, modules=modules,
-                                                optimizer=optimizer, meta=meta)
+                    if dp is None:
+                        last_ckpt = save_checkpoint(run_path, done, modules=modules,
+                                                    optimizer=optimizer, meta=meta)
+                    else:
+                        last_ckpt = _save_data_parallel(dp, run_path, done, modules,
+                                                        optimizer, meta)
     finally:
         if bar is not None:
             bar.close()
@@ -417,12 +446,19 @@ def _restore(modules, snapshot) -> None:
         m.load_state_dict(snapshot["state"][role])
 
 
-def _heldout(modules, model, guide, x, k, call) -> float | None:
+def _heldout(modules, model, guide, x, k, call, dp=None) -> float | None:
     """Mean held-out K-sample bound; None for a model with global latents (its weights
-    are joint over the data set, so there is no per-point bound)."""
+    are joint over the data set, so there is no per-point bound).  Data-parallel: each
+    rank bounds its share of the points, and the mean is over all of them."""
     modules["model"].eval(), modules["guide"].eval()
     try:
-        return float(bound(model, guide, x, k, call=call).mean())
+        if dp is None:
+            return float(bound(model, guide, x, k, call=call).mean())
+        shard = x[dp.rank::dp.size] if x.shape[0] >= dp.size else x
+        values = bound(model, guide, shard, k, call=call)
+        sums = dp.total(torch.stack([values.sum(), torch.tensor(float(values.numel()),
+                                                                device=values.device)]))
+        return float(sums[0] / sums[1])
     except DataError:
         return None
     except ValueError as e:
@@ -434,3 +470,78 @@ def _heldout(modules, model, guide, x, k, call) -> float | None:
             f"--eval-every 0)") from e
     finally:
         modules["model"].train(), modules["guide"].train()
+
+
+# ---------------------------------------------------------------- data parallel
+def _data_parallel(distributed: bool | None, device: torch.device) -> DataParallel | None:
+    """The process group of a torchrun launch, or None for one process."""
+    if distributed is False:
+        return None
+    size = world().size
+    if size <= 1:
+        if distributed:
+            raise ValueError("distributed=True needs a launch of several processes "
+                             "(torchrun --nproc_per_node=N ...); WORLD_SIZE is "
+                             f"{size}")
+        return None
+    return DataParallel.setup(device)
+
+
+def _apply_learning_rates(optimizer, lr: float, lr_groups: Mapping[str, float] | None):
+    """After a resume the learning rates asked for now apply (``--override lr``)."""
+    for group in optimizer.param_groups:
+        group["lr"] = dict(lr_groups or {}).get(group.get("name"), lr)
+
+
+def _resume_data_parallel(dp: DataParallel, run_path: Path | None, resume, modules,
+                          optimizer, lr: float, lr_groups: Mapping[str, float] | None):
+    """Rank 0 reads the latest checkpoint and the logged rows and sends them to every
+    rank; each restores the modules, the optimiser and its own random state."""
+    history: list[dict] = []
+    start, resumed_from, last_ckpt, metrics_path = 0, None, None, None
+    if run_path is None:
+        return history, start, resumed_from, last_ckpt, metrics_path
+    payload = None
+    if dp.rank == 0:
+        try:
+            run_path.mkdir(parents=True, exist_ok=True)
+            metrics_path = run_path / "metrics.jsonl"
+            ckpt = resume_checkpoint(run_path, resume)
+            if ckpt is not None and metrics_path.exists():
+                history = [r for r in read_metrics(metrics_path)
+                           if r.get("step", 0) <= ckpt.step]
+            payload = (ckpt, history)
+        except Exception as e:
+            dp.fail(e)
+    ckpt, history = dp.broadcast_object(payload)
+    if ckpt is not None:
+        info = ckpt.meta.get("data_parallel") or {}
+        if info.get("world_size") != dp.size:
+            raise CheckpointError(
+                f"checkpoint {str(ckpt.path)!r} was written by a run of world size "
+                f"{info.get('world_size', 1)}, this launch has {dp.size} processes; resume "
+                f"with the same --nproc_per_node x nodes (the random streams are per rank)")
+        apply_checkpoint(ckpt, modules, optimizer)
+        dp.restore_rng(info["rng"][dp.rank])
+        _apply_learning_rates(optimizer, lr, lr_groups)
+        start = resumed_from = ckpt.step
+        last_ckpt = ckpt.path
+    if metrics_path is not None:
+        _write_rows(metrics_path, history)
+    return history, start, resumed_from, last_ckpt, metrics_path
+
+
+def _save_data_parallel(dp: DataParallel, run_path: Path, step: int, modules, optimizer,
+                        meta) -> Path:
+    """Rank 0 writes the checkpoint with every rank's random state; every rank waits for
+    it and gets its path."""
+    rng = dp.rng_states()
+    path = None
+    if dp.rank == 0:
+        try:
+            path = save_checkpoint(run_path, step, modules=modules, optimizer=optimizer,
+                                   meta={**(meta or {}), "data_parallel": {
+                                       "world_size": dp.size, "rng": rng}})
+        except Exception as e:
+            dp.fail(e)
+    return dp.broadcast_object(path)

@@ -57,7 +57,10 @@ class Killed(BaseException):
     pass
 
 
-def test_interrupted_compare_resumes_to_the_same_table(tmp_path, monkeypatch):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_interrupted_compare_resumes_to_the_same_table(tmp_path, monkeypatch, jobs):
+    """Also when the resumed comparison runs its remaining pairs in worker processes
+    (``--jobs 2``): the finished pairs are restored, each new one saved as it ends."""
     data = _npz(tmp_path)
     assert run_cli("compare", "--data", data, "--out", tmp_path / "ref", *CMP_QUICK).code == 0
     saved = []
@@ -78,7 +81,8 @@ def test_interrupted_compare_resumes_to_the_same_table(tmp_path, monkeypatch):
             check_complete(out)
     result = run_cli("compare", "--data", data, "--out", out, *CMP_QUICK)
     assert result.code == 2 and "--resume" in result.err, result.err  # not silently redone
-    result = run_cli("compare", "--data", data, "--out", out, "--resume", *CMP_QUICK)
+    result = run_cli("compare", "--data", data, "--out", out, "--resume", "--jobs", jobs,
+                     *CMP_QUICK)
     assert result.code == 0, result.err
     assert len(saved) == 4  # 1 before the kill, then the 3 unfinished pairs only
     assert _table(out) == _table(tmp_path / "ref")

@@ -32,16 +32,21 @@ def _settings(args) -> dict:
 
 def _compare(args) -> int:
     from ..compare import OUTPUT_FILES, compare, parse_estimators
+    from ..compare.parallel import plan_jobs
     from ..compare.store import PairStore
     from ..data import load_data
+    from ..distributed import is_main
 
     seeds = args.seeds
-    parse_estimators(args.estimators, particles=args.particles)  # fail before loading data
     settings = _settings(args)
+    specs = parse_estimators(args.estimators, particles=args.particles)
+    plan = plan_jobs(args.jobs, len(specs) * (seeds if isinstance(seeds, int) else len(seeds)))
+    if plan.note and is_main():
+        print(f"note: {plan.note}")
     data = load_data(settings["data"], root=args.data_root)
     guide = args.guide or registry.default_guide(args.model)
     store = PairStore.open(args.out, settings, resume=args.resume, overwrite=args.overwrite,
-                           output_files=OUTPUT_FILES)
+                           output_files=OUTPUT_FILES) if is_main() else None
     print(f"data: {data.description}")
     print(f"comparing {args.estimators} on {args.model} + {guide}, {args.steps} steps, "
           f"seeds {seeds} -> {args.out}", flush=True)
@@ -52,7 +57,10 @@ def _compare(args) -> int:
                      eval_every=args.eval_every, curve_particles=args.curve_particles,
                      iwae_k=args.iwae_k, eval_samples=args.eval_samples,
                      grad_draws=args.grad_draws, target=args.target,
-                     progress=not args.no_progress, store=store)
+                     progress=not args.no_progress and is_main(), jobs=plan.workers,
+                     store=store)
+    if not is_main():   # under torchrun rank 0 writes the results
+        return 0
     paths = result.save(args.out, plots=not args.no_plots, report=args.report,
                         command=command_line(args), extra=store.outputs())
     store.finish()

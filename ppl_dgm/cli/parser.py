@@ -288,6 +288,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=_finite_float, default=None,
                    help="held-out bound for the time-to-target column (default: the lowest "
                         "best value over the estimators)")
+    p.add_argument("--jobs", default="1", metavar="N|auto",
+                   help="worker processes for the (estimator, seed) runs, or 'auto' (one per "
+                        "available core); the table is the same as with 1")
     p.add_argument("--out", default="runs/compare", metavar="DIR", help="output directory")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier comparison in --out (atomically, when the new one "

@@ -16,6 +16,7 @@ import torch
 
 from .. import registry
 from ..checkpoints import check_checkpoint, find_checkpoint
+from ..distributed import is_main
 from ..errors import CheckpointError, DataError, NonFiniteLossError
 from ..programs import set_training, trainables
 from ..protocol import log_partition, sampler
@@ -108,14 +109,14 @@ def _train(args) -> int:
         optimizer = make_optimizer(modules, name=config.get("optim", "adam"), lr=config["lr"],
                                    lr_groups=lr_groups)
         check_checkpoint(ckpt, modules, optimizer, restore_rng=True)
-        if config != saved:
+        if config != saved and is_main():
             write_config(run_dir, config)
         print(f"resuming {run_dir} from {ckpt.path.name}")
     elif resuming:
-        if config != saved:
+        if config != saved and is_main():
             write_config(run_dir, config)
     created = not run_dir.exists() or args.overwrite
-    if not resuming:
+    if not resuming and is_main():   # under torchrun rank 0 owns run_dir
         start_run_dir(run_dir, config, resume=args.resume, overwrite=args.overwrite)
     print(f"data: {data.description}")
     print(f"training {config['model']} + {config['guide']} with {config['estimator']} for "
@@ -141,13 +142,15 @@ def _train(args) -> int:
                                  f"{config['lr'] / 10:g} --override lr", step=e.step,
                                  checkpoint=e.checkpoint) from None
     except OSError as e:
-        if created and not is_run_dir_with_checkpoint(run_dir):
+        if created and is_main() and not is_run_dir_with_checkpoint(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
         raise OSError(e.errno, f"{e.strerror} while writing the run", str(run_dir)) from e
     except Exception:
-        if created and not is_run_dir_with_checkpoint(run_dir):
+        if created and is_main() and not is_run_dir_with_checkpoint(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # a failed start leaves nothing
         raise
+    if not is_main():
+        return 0
     _report(result, config, model, guide, estimator, data, device, args)
     return 0
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -42,15 +43,17 @@ import torch
 
 from .. import registry
 from ..checks import check_model_data, check_pair, check_setup
+from ..distributed import world
 from ..errors import IncompatibleEstimatorError
 from ..estimators.base import Estimator
 from ..evaluate import evaluate
 from ..gradvar import gradient_stats
-from ..programs import set_training, trainables
+from ..programs import ParamStoreParams, set_training, trainables
 from ..train import fit, resolve_device
 from .config import CompareConfig, check_counts, check_steps, seed_list
 from .inputs import ComparisonData, guide_builder, model_builder, name_of, prepare_data
 from .measure import fork_rng, heldout_bound, peak_memory, reset_peak_memory
+from .parallel import check_jobs, join_launch, one_thread, plan_jobs, run_jobs
 from .result import GROUPS, ComparisonResult, fill_time_to_target
 from .samples import draw_samples
 from .spec import EstimatorSpec, parse_estimators, skip_reason
@@ -88,7 +91,7 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
             eval_data: torch.Tensor | None = None, eval_every: int | None = None,
             curve_particles: int = 50, iwae_k: int = 50, eval_samples: int = 5000,
             grad_draws: int = 100, target: float | None = None,
-            progress: bool = False, store=None) -> ComparisonResult:
+            progress: bool = False, jobs: int | str = 1, store=None) -> ComparisonResult:
     """Train ``model`` + ``guide`` with each estimator from the same start; measure and tabulate.
 
     :param model_factory: a registered model name, ``"path/to/file.py:Class"``, a model
@@ -115,10 +118,17 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
     :param store: a :class:`~ppl_dgm.compare.store.PairStore`: every (estimator, seed) run
         is saved to it as it finishes, and runs it already holds are not run again
         (``ppl-dgm compare --resume``; the table is the same).
+    :param jobs: worker processes for the runs (``"auto"``: one per available core; more
+        than the runs is clamped, with a warning); the tables equal those of ``jobs=1``
+        apart from the timing and memory columns (see :mod:`~ppl_dgm.compare.parallel`;
+        on the CPU every run, with ``jobs=1`` too, uses one torch thread).
+        Under ``torchrun`` the runs are shared between the ranks, and every rank returns
+        the whole result.
     """
     # ---- validate everything before any training
     check_steps(steps)
     seeds = seed_list(seeds)
+    check_jobs(jobs)
     specs = parse_estimators(estimators, particles=particles)
     eval_every = check_counts(steps=steps, batch_size=batch_size,
                               curve_particles=curve_particles, iwae_k=iwae_k,
@@ -132,6 +142,7 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
                         curve_particles=curve_particles, iwae_k=iwae_k,
                         eval_samples=eval_samples, grad_draws=grad_draws, target=target,
                         progress=progress)
+    cfg = join_launch(cfg)
     cdata = prepare_data(data, eval_data, batch_size=cfg.batch_size, device=cfg.device)
     make_model = model_builder(model_factory, cdata.train_x.shape[1], cfg.model_options)
     make_guide = guide_builder(guide_factory, model_factory, cfg.guide_options)
@@ -159,10 +170,16 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
         todo = sum(1 for s in specs if skip[s.label] is None) * len(cfg.seeds)
         bar = tqdm(total=todo * cfg.steps, unit="step", desc="compare", dynamic_ncols=True)
     try:
-        for seed in cfg.seeds:
-            for record in _compare_seed(seed, specs, skip=skip, make_model=make_model,
+        with one_thread(cfg.device):   # the table of jobs=N bit for bit (see one_thread)
+            records = _parallel_records(jobs, specs, skip=skip, make_model=make_model,
                                         make_guide=make_guide, data=cdata, cfg=cfg, bar=bar,
-                                        store=store):
+                                        factories=(model_factory, guide_factory),
+                                        store=store)
+            for record in records if records is not None else (
+                    r for seed in cfg.seeds
+                    for r in _compare_seed(seed, specs, skip=skip, make_model=make_model,
+                                           make_guide=make_guide, data=cdata, cfg=cfg,
+                                           bar=bar, store=store)):
                 runs.append(record.row)
                 curves.extend(record.curves)
                 gradients.extend(record.gradients)
@@ -173,6 +190,28 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
             bar.close()
     used = fill_time_to_target(runs, curves, cfg.target)
     return ComparisonResult(config, runs, curves, gradients, used, samples)
+
+
+def _parallel_records(jobs, specs, *, skip, make_model, make_guide, data, cfg, bar,
+                      factories, store=None) -> list[_RunRecord] | None:
+    """The records from worker processes or torchrun ranks (see
+    :mod:`~ppl_dgm.compare.parallel`); None: run them one after another here."""
+    todo = sum(skip[s.label] is None for s in specs) * len(cfg.seeds)
+    plan = plan_jobs(jobs, todo)
+    if todo == 0 or (plan.workers == 1 and world().size == 1):
+        return None
+    if plan.note and world().rank == 0:
+        warnings.warn(plan.note, stacklevel=3)
+    base = _seed_start(cfg.seeds[0], make_model=make_model, make_guide=make_guide, data=data,
+                       cfg=cfg, check=True)
+    if base.uses_param_store:   # the runs share Pyro's param store: one process
+        warnings.warn("the programs keep parameters in Pyro's param store, which every run "
+                      "of a comparison shares; the runs go one after another in this "
+                      "process", stacklevel=3)
+        return None
+    return run_jobs(specs=specs, skip=skip, cfg=cfg, data=data, model_factory=factories[0],
+                    guide_factory=factories[1], x_dim=data.train_x.shape[1],
+                    workers=plan.workers, bar=bar, store=store)
 
 
 def _skip_reasons(specs: list[EstimatorSpec], *, particles: int | None) -> dict[str, str | None]:
@@ -190,6 +229,42 @@ def _skip_reasons(specs: list[EstimatorSpec], *, particles: int | None) -> dict[
     return skip
 
 
+@dataclass(frozen=True)
+class _SeedStart:
+    """A seed's shared start: the model and guide built under ``torch.manual_seed(seed)``,
+    the fixed gradient batch, and the initial values of param-store parameters."""
+
+    model: object
+    guide: object
+    x_fixed: torch.Tensor
+    start_params: list
+    uses_param_store: bool = False
+
+
+def _seed_start(seed: int, *, make_model: Callable, make_guide: Callable,
+                data: ComparisonData, cfg: CompareConfig, check: bool) -> _SeedStart:
+    """Build the seed's model and guide (``check``: validate them, as errors there concern
+    every run)."""
+    dev = cfg.device
+    torch.manual_seed(seed)
+    model0 = _to(make_model(), dev)
+    guide0 = _to(make_guide(model0), dev)
+    x_fixed = data.train_x[torch.randperm(data.n_train, generator=torch.Generator()
+                                          .manual_seed(seed))[:cfg.batch_size]].to(dev)
+    if check:
+        with pyro.validation_enabled(True):  # model/guide errors concern every run
+            check_model_data(model0, x_fixed)
+            check_pair(model0, guide0, x_fixed)
+    # Programs that keep their parameters in Pyro's param store (plain functions) share
+    # them between runs (a module is copied for each run): every run starts from this
+    # seed's initial values.
+    held = trainables(model0, guide0, (x_fixed,)).values()
+    shared = [p for m in held for p in m.parameters()]
+    return _SeedStart(model0, guide0, x_fixed, [(p, p.detach().clone()) for p in shared],
+                      any(isinstance(m, ParamStoreParams) or isinstance(
+                          getattr(m, "extra", None), ParamStoreParams) for m in held))
+
+
 def _compare_seed(seed: int, specs: list[EstimatorSpec], *, skip: dict[str, str | None],
                   make_model: Callable, make_guide: Callable, data: ComparisonData,
                   cfg: CompareConfig, bar, store=None) -> list[_RunRecord]:
@@ -197,73 +272,78 @@ def _compare_seed(seed: int, specs: list[EstimatorSpec], *, skip: dict[str, str 
 
     An estimator whose own check fails is skipped (incompatible) or failed (any other
     error) for this and every later seed: ``skip`` is updated in place."""
-    dev = cfg.device
-    torch.manual_seed(seed)
-    model0 = _to(make_model(), dev)
-    guide0 = _to(make_guide(model0), dev)
-    x_fixed = data.train_x[torch.randperm(data.n_train, generator=torch.Generator()
-                                          .manual_seed(seed))[:cfg.batch_size]].to(dev)
-    if seed == cfg.seeds[0] and any(skip[s.label] is None for s in specs):
-        with pyro.validation_enabled(True):  # model/guide errors concern every run
-            check_model_data(model0, x_fixed)
-            check_pair(model0, guide0, x_fixed)
-    # Programs that keep their parameters in Pyro's param store (plain functions) share
-    # them between runs (a module is copied for each run): every run starts from this
-    # seed's initial values.
-    shared = [p for m in trainables(model0, guide0, (x_fixed,)).values()
-              for p in m.parameters()]
-    start_params = [(p, p.detach().clone()) for p in shared]
-    curve0 = None
+    base = _seed_start(seed, make_model=make_model, make_guide=make_guide, data=data,
+                       cfg=cfg, check=seed == cfg.seeds[0]
+                       and any(skip[s.label] is None for s in specs))
+    curve0: list = [None]
     records: list[_RunRecord] = store.collector(skip) if store is not None else []
     for spec in specs:
         if store is not None and store.restore(records, spec.label, seed, skip):
             if bar is not None and skip[spec.label] is None:
                 bar.update(cfg.steps)
             continue  # finished before an interruption
-        row = {"estimator": spec.label, "estimator_class": spec.cls.__name__,
-               "options": json.dumps(dict(spec.options), sort_keys=True, default=str),
-               "seed": seed, "status": "ok", "reason": ""}
-        if skip[spec.label] is not None:
-            failed = skip[spec.label].startswith("check failed")
-            row.update(status="failed" if failed else "skipped", reason=skip[spec.label])
-            records.append(_RunRecord(row, [], []))
-            continue
-        model, guide = copy.deepcopy((model0, guide0))
-        with torch.no_grad():
-            for p, value in start_params:
-                p.copy_(value)
-        torch.manual_seed(seed)
-        est = spec.build().to(dev)
-        try:
-            with pyro.validation_enabled(True):
-                check_setup(model, guide, est, x_fixed)
-        except Exception as e:  # the estimator's own check; never end the comparison
-            incompatible = isinstance(e, IncompatibleEstimatorError)
-            reason = str(e) if incompatible else f"check failed: {type(e).__name__}: {e}"
-            skip[spec.label] = reason
-            row.update(status="skipped" if incompatible else "failed", reason=reason)
-            records.append(_RunRecord(row, [], []))
-            if bar is not None:
-                bar.total -= cfg.steps * (len(cfg.seeds) - cfg.seeds.index(seed))
-                bar.refresh()
-            continue
-        if curve0 is None:
-            try:
-                curve0 = heldout_bound(model, guide, data.eval_x, k=cfg.curve_particles,
-                                       seed=seed * 7919, device=dev)
-            except Exception as e:  # evaluation failures stay in their row too
-                row.update(status="failed", reason=f"held-out bound at the start: "
-                                                   f"{type(e).__name__}: {e}")
-                records.append(_RunRecord(row, [], []))
-                continue
-        if bar is not None:
-            bar.set_description(f"{spec.label} seed {seed}")
-            bar_start = bar.n
-        records.append(_run_one(spec, seed, _RunStart(model, guide, est, x_fixed, curve0),
-                                data=data, cfg=cfg, row=row, bar=bar))
-        if bar is not None:
-            bar.update(bar_start + cfg.steps - bar.n)
+        records.append(_spec_run(spec, seed, base, skip=skip, data=data, cfg=cfg, bar=bar,
+                                 curve0=curve0))
     return records
+
+
+def _spec_run(spec: EstimatorSpec, seed: int, base: _SeedStart, *,
+              skip: dict[str, str | None], data: ComparisonData, cfg: CompareConfig, bar,
+              curve0: list) -> _RunRecord:
+    """One estimator's run on one seed from a copy of ``base``; ``curve0[0]`` holds the
+    seed's held-out bound at step 0 once one run has measured it."""
+    dev, model0, guide0, x_fixed = cfg.device, base.model, base.guide, base.x_fixed
+    row = _row(spec, seed)
+    if skip[spec.label] is not None:
+        return _skipped(spec, seed, skip[spec.label])
+    model, guide = copy.deepcopy((model0, guide0))
+    with torch.no_grad():
+        for p, value in base.start_params:
+            p.copy_(value)
+    torch.manual_seed(seed)
+    est = spec.build().to(dev)
+    try:
+        with pyro.validation_enabled(True):
+            check_setup(model, guide, est, x_fixed)
+    except Exception as e:  # the estimator's own check; never end the comparison
+        incompatible = isinstance(e, IncompatibleEstimatorError)
+        reason = str(e) if incompatible else f"check failed: {type(e).__name__}: {e}"
+        skip[spec.label] = reason
+        row.update(status="skipped" if incompatible else "failed", reason=reason)
+        if bar is not None:
+            bar.total -= cfg.steps * (len(cfg.seeds) - cfg.seeds.index(seed))
+            bar.refresh()
+        return _RunRecord(row, [], [])
+    if curve0[0] is None:
+        try:
+            curve0[0] = heldout_bound(model, guide, data.eval_x, k=cfg.curve_particles,
+                                      seed=seed * 7919, device=dev)
+        except Exception as e:  # evaluation failures stay in their row too
+            row.update(status="failed", reason=f"held-out bound at the start: "
+                                               f"{type(e).__name__}: {e}")
+            return _RunRecord(row, [], [])
+    if bar is not None:
+        bar.set_description(f"{spec.label} seed {seed}")
+        bar_start = bar.n
+    record = _run_one(spec, seed, _RunStart(model, guide, est, x_fixed, curve0[0]),
+                      data=data, cfg=cfg, row=row, bar=bar)
+    if bar is not None:
+        bar.update(bar_start + cfg.steps - bar.n)
+    return record
+
+
+def _row(spec: EstimatorSpec, seed: int) -> dict:
+    return {"estimator": spec.label, "estimator_class": spec.cls.__name__,
+            "options": json.dumps(dict(spec.options), sort_keys=True, default=str),
+            "seed": seed, "status": "ok", "reason": ""}
+
+
+def _skipped(spec: EstimatorSpec, seed: int, reason: str) -> _RunRecord:
+    """The record of a run left out for ``reason`` (failed when its check failed)."""
+    row = _row(spec, seed)
+    row.update(status="failed" if reason.startswith("check failed") else "skipped",
+               reason=reason)
+    return _RunRecord(row, [], [])
 
 
 def _to(program, device):
@@ -336,7 +416,8 @@ def _train_and_measure(label: str, seed: int, start: _RunStart, *, data: Compari
     try:
         fit(model, guide, est, data.fit_data, steps=steps, batch_size=cfg.batch_size,
             optim=cfg.optim, lr=cfg.lr, lr_groups=cfg.lr_groups, device=dev, seed=seed,
-            log_every=cfg.log_every, eval_every=0, progress=False, callback=callback)
+            log_every=cfg.log_every, eval_every=0, progress=False, callback=callback,
+            distributed=False)
     finally:
         curves.extend(run_curves)
     row["steps"] = steps

@@ -39,6 +39,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
+from ..distributed import gather_statistics
 from ..particles import PairCache
 from ..sites import PARTICLE_PLATE, data_frame, data_plate_name, is_factor, sum_to_frames
 from ..traces import Traces, as_call, latent_sites, observed_sites, particle_plate
@@ -309,7 +310,7 @@ class RunningMoments(nn.Module):
 
     @torch.no_grad()
     def update_(self, values: torch.Tensor) -> None:
-        values = values.detach().to(self.mean.dtype)
+        values = gather_statistics(values.detach().to(self.mean.dtype))
         batch_mean = values.mean()
         batch_var = (values - batch_mean).square().mean()
         first = self.count == 0
