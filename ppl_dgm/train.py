@@ -9,7 +9,6 @@ bounds, atomic checkpoints, exact resume and a NaN guard.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -22,10 +21,17 @@ import torch
 from .checkpoints import apply_checkpoint, resume_checkpoint, save_checkpoint
 from .checks import check_setup
 from .data import Dataset, check_data
-from .distributed import DataParallel, rank_seed, shard_scale, world
-from .errors import CheckpointError, DataError, NonFiniteLossError
+from .distributed import rank_seed, shard_scale
+from .errors import DataError, NonFiniteLossError
 from .estimators.base import Estimator
 from .evaluate import bound
+from .fit_runs import (
+    apply_learning_rates,
+    data_parallel,
+    resume_data_parallel,
+    save_data_parallel,
+    write_rows,
+)
 from .programs import Columns, ProgramCall, trainable
 from .runfiles import append_metrics, read_metrics
 
@@ -147,14 +153,6 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    tmp.replace(path)
-
-
 def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         optim: str = "adam", lr: float = 1e-3, lr_groups: Mapping[str, float] | None = None,
         device: str | torch.device = "auto", seed: int = 0, run_dir: str | Path | None = None,
@@ -219,7 +217,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
     if log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every}")
     dev = resolve_device(device)
-    dp = _data_parallel(distributed, dev)
+    dp = data_parallel(distributed, dev)
     if dp is not None:
         dev = dp.device
     call = ProgramCall(tuple(args), dict(kwargs or {}), data_arg)
@@ -270,7 +268,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
     if dp is not None:
         dp.plate, dp.factor = (shard_scale(model, first_args, first_kwargs, dp.size, dev)
                                if data_arg is not None else (None, 1.0))
-        history, start, resumed_from, last_ckpt, metrics_path = _resume_data_parallel(
+        history, start, resumed_from, last_ckpt, metrics_path = resume_data_parallel(
             dp, run_path, resume, modules, optimizer, lr, lr_groups)
         dp.broadcast_state(modules)
         dp.attach(optimizer, modules)
@@ -280,13 +278,13 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         ckpt = resume_checkpoint(run_path, resume)
         if ckpt is not None:
             apply_checkpoint(ckpt, modules, optimizer, restore_rng=True)
-            _apply_learning_rates(optimizer, lr, lr_groups)
+            apply_learning_rates(optimizer, lr, lr_groups)
             start = resumed_from = ckpt.step
             last_ckpt = ckpt.path
             if metrics_path.exists():
                 history = [r for r in read_metrics(metrics_path) if r.get("step", 0) <= start]
         if metrics_path is not None:
-            _write_rows(metrics_path, history)
+            write_rows(metrics_path, history)
     if resumed_from is None:
         torch.manual_seed(seed if dp is None else rank_seed(seed, dp.rank))
     if start >= steps:
@@ -383,7 +381,7 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
                         last_ckpt = save_checkpoint(run_path, done, modules=modules,
                                                     optimizer=optimizer, meta=meta)
                     else:
-                        last_ckpt = _save_data_parallel(dp, run_path, done, modules,
+                        last_ckpt = save_data_parallel(dp, run_path, done, modules,
                                                         optimizer, meta)
     finally:
         if bar is not None:
@@ -470,78 +468,3 @@ def _heldout(modules, model, guide, x, k, call, dp=None) -> float | None:
             f"--eval-every 0)") from e
     finally:
         modules["model"].train(), modules["guide"].train()
-
-
-# ---------------------------------------------------------------- data parallel
-def _data_parallel(distributed: bool | None, device: torch.device) -> DataParallel | None:
-    """The process group of a torchrun launch, or None for one process."""
-    if distributed is False:
-        return None
-    size = world().size
-    if size <= 1:
-        if distributed:
-            raise ValueError("distributed=True needs a launch of several processes "
-                             "(torchrun --nproc_per_node=N ...); WORLD_SIZE is "
-                             f"{size}")
-        return None
-    return DataParallel.setup(device)
-
-
-def _apply_learning_rates(optimizer, lr: float, lr_groups: Mapping[str, float] | None):
-    """After a resume the learning rates asked for now apply (``--override lr``)."""
-    for group in optimizer.param_groups:
-        group["lr"] = dict(lr_groups or {}).get(group.get("name"), lr)
-
-
-def _resume_data_parallel(dp: DataParallel, run_path: Path | None, resume, modules,
-                          optimizer, lr: float, lr_groups: Mapping[str, float] | None):
-    """Rank 0 reads the latest checkpoint and the logged rows and sends them to every
-    rank; each restores the modules, the optimiser and its own random state."""
-    history: list[dict] = []
-    start, resumed_from, last_ckpt, metrics_path = 0, None, None, None
-    if run_path is None:
-        return history, start, resumed_from, last_ckpt, metrics_path
-    payload = None
-    if dp.rank == 0:
-        try:
-            run_path.mkdir(parents=True, exist_ok=True)
-            metrics_path = run_path / "metrics.jsonl"
-            ckpt = resume_checkpoint(run_path, resume)
-            if ckpt is not None and metrics_path.exists():
-                history = [r for r in read_metrics(metrics_path)
-                           if r.get("step", 0) <= ckpt.step]
-            payload = (ckpt, history)
-        except Exception as e:
-            dp.fail(e)
-    ckpt, history = dp.broadcast_object(payload)
-    if ckpt is not None:
-        info = ckpt.meta.get("data_parallel") or {}
-        if info.get("world_size") != dp.size:
-            raise CheckpointError(
-                f"checkpoint {str(ckpt.path)!r} was written by a run of world size "
-                f"{info.get('world_size', 1)}, this launch has {dp.size} processes; resume "
-                f"with the same --nproc_per_node x nodes (the random streams are per rank)")
-        apply_checkpoint(ckpt, modules, optimizer)
-        dp.restore_rng(info["rng"][dp.rank])
-        _apply_learning_rates(optimizer, lr, lr_groups)
-        start = resumed_from = ckpt.step
-        last_ckpt = ckpt.path
-    if metrics_path is not None:
-        _write_rows(metrics_path, history)
-    return history, start, resumed_from, last_ckpt, metrics_path
-
-
-def _save_data_parallel(dp: DataParallel, run_path: Path, step: int, modules, optimizer,
-                        meta) -> Path:
-    """Rank 0 writes the checkpoint with every rank's random state; every rank waits for
-    it and gets its path."""
-    rng = dp.rng_states()
-    path = None
-    if dp.rank == 0:
-        try:
-            path = save_checkpoint(run_path, step, modules=modules, optimizer=optimizer,
-                                   meta={**(meta or {}), "data_parallel": {
-                                       "world_size": dp.size, "rng": rng}})
-        except Exception as e:
-            dp.fail(e)
-    return dp.broadcast_object(path)
