@@ -341,3 +341,19 @@ def test_vae_on_digits_iwae_bound_at_least_elbo():
         assert r["elbo"] <= r["iwae"] <= r["is_logpx"] + 0.05
     s = {row["estimator"]: row for row in result.summary()}
     assert s["iwae"]["iwae_mean"] >= s["elbo"]["elbo_mean"]
+
+
+def test_text_data_passes_its_vocabulary_to_the_model(tmp_path):
+    """compare builds a text model with the corpus's vocab_size (a corpus whose
+    vocabulary is not the model's default size), as `ppl-dgm train` does."""
+    from ppl_dgm.text import load_text
+
+    words = [f"w{i}" for i in range(300)]  # more words than the default vocab_size
+    lines = [" ".join(words[(5 * i + k) % 300] for k in range(4)) for i in range(300)]
+    (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n")
+    data = load_text(tmp_path / "corpus.txt", max_len=6, max_vocab=400, min_count=1)
+    assert len(data.vocab) > 208  # the model's default vocab_size
+    res = compare("sentence-vae", None, "elbo", data, steps=4, seeds=1, batch_size=10,
+                  model_options={"z_dim": 2, "embed_dim": 8, "hidden_dim": 8},
+                  eval_every=2, curve_particles=2, iwae_k=2, eval_samples=4, grad_draws=0)
+    assert [r["status"] for r in res.runs] == ["ok"], res.runs

@@ -79,12 +79,15 @@ def is_factory(fn, kind: str) -> bool:
     return len(params) == 1 and params[0].name in ("model", "m")
 
 
-def model_builder(model_factory, x_dim: int, options: Mapping | None) -> Callable:
-    """A function that builds a fresh model (with ``x_dim`` when its class takes one);
-    a program given as it is (a function, a module) is returned as it is."""
+def model_builder(model_factory, x_dim: int, options: Mapping | None,
+                  data_options: Mapping | None = None) -> Callable:
+    """A function that builds a fresh model (with ``x_dim`` and the data set's
+    ``data_options``, e.g. a corpus's ``vocab_size``, when its class takes them); a
+    program given as it is (a function, a module) is returned as it is."""
     if isinstance(model_factory, (str, type)):
         registry.resolve("model", model_factory)
-        return lambda: registry.build_model(model_factory, x_dim=x_dim, options=options)
+        return lambda: registry.build_model(model_factory, x_dim=x_dim, options=options,
+                                            data_options=data_options)
     if isinstance(model_factory, torch.nn.Module) or (
             callable(model_factory) and not is_factory(model_factory, "model")):
         return lambda: model_factory

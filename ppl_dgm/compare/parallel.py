@@ -143,7 +143,8 @@ def _init_worker(payload: bytes, progress) -> None:
 def _builders(ctx: _Context):
     from .inputs import guide_builder, model_builder
 
-    return (model_builder(ctx.model_factory, ctx.x_dim, ctx.cfg.model_options),
+    return (model_builder(ctx.model_factory, ctx.x_dim, ctx.cfg.model_options,
+                          getattr(ctx.data.fit_data, "model_options", None)),
             guide_builder(ctx.guide_factory, ctx.model_factory, ctx.cfg.guide_options))
 
 

@@ -144,7 +144,8 @@ def compare(model_factory, guide_factory, estimators, data, *, steps: int,
                         progress=progress)
     cfg = join_launch(cfg)
     cdata = prepare_data(data, eval_data, batch_size=cfg.batch_size, device=cfg.device)
-    make_model = model_builder(model_factory, cdata.train_x.shape[1], cfg.model_options)
+    make_model = model_builder(model_factory, cdata.train_x.shape[1], cfg.model_options,
+                               getattr(cdata.fit_data, "model_options", None))
     make_guide = guide_builder(guide_factory, model_factory, cfg.guide_options)
     guide_name = name_of(guide_factory if guide_factory is not None else
                          registry.default_guide(model_factory))
