@@ -37,6 +37,7 @@ from .estimators import (
     UpDown,
     WakeSleep,
 )
+from .estimators.base import Estimator
 from .guides import (
     DBMMeanField,
     DBNGuide,
@@ -269,8 +270,13 @@ def build_guide(spec, model, *, options: dict | None = None):
 def build_estimator(spec, *, options: dict | None = None):
     cls = resolve("estimator", spec)
     try:
-        return cls(**dict(options or {}))
+        est = cls(**dict(options or {}))
     except TypeError as e:
         sig = inspect.signature(cls)
         raise ValueError(f"estimator {spec!r} does not accept options {sorted(options or {})}: "
                          f"{e}; its options are {list(sig.parameters)}") from e
+    if not isinstance(est, Estimator):
+        raise ValueError(f"estimator {spec!r} built a {type(est).__name__}, not an estimator: "
+                         f"subclass ppl_dgm.estimators.base.Estimator (see README, "
+                         f"'Adding an estimator')")
+    return est

@@ -89,3 +89,14 @@ def test_parse_options():
         "a": 1, "b": 0.5, "c": "x", "d": [200, 200], "e": True}
     with pytest.raises(ValueError, match="key=value"):
         parse_options(["novalue"], "model")
+
+
+def test_an_estimator_file_naming_a_plain_class_is_refused(tmp_path, monkeypatch, capsys):
+    """A user's --estimator class that is not an Estimator: exit 2 saying what to
+    subclass (it used to reach an internal AttributeError)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "est.py").write_text("class M:\n    pass\n")
+    assert main(["train", "--estimator", "est.py:M", "--steps", "5", "--run-dir", "r"]) == 2
+    err = capsys.readouterr().err
+    assert "not an estimator" in err and "Estimator" in err and len(err.splitlines()) <= 2
+    assert not (tmp_path / "r").exists()
