@@ -116,7 +116,7 @@ DRIVER = textwrap.dedent("""
     sys.exit(main())
 """)
 TRAIN = ["train", "--model-opt", "z_dim=2", "--model-opt", "hidden=8", "--guide-opt",
-         "hidden=8", "--steps", "2000", "--log-every", "10", "--eval-every", "0",
+         "hidden=8", "--steps", "6000", "--log-every", "10", "--eval-every", "0",
          "--checkpoint-every", "10", "--eval-samples", "4", "--batch-size", "20",
          "--no-progress", "--device", "cpu"]
 
@@ -180,13 +180,13 @@ def test_sigkill_fuzz(tmp_path):
     until_done([*TRAIN, "--run-dir", run], [*TRAIN, "--run-dir", run, "--resume"],
                run / "config.json", kills=15, inside=7, delay=(3.0, 8.0))
     (step_a, w_a, o_a), (step_b, w_b, o_b) = _state(ref), _state(run)
-    assert step_a == step_b == 2000
+    assert step_a == step_b == 6000
     assert _same(w_a, w_b) and _same(o_a, o_b), "resumed weights or optimiser differ"
     assert not list(run.rglob(".tmp-*")), list(run.rglob(".tmp-*"))
 
     # comparison: 6 kills planned (4 inside its saves), the same table as an uninterrupted one
     data = _npz(tmp_path)
-    cmp = ["compare", "--data", data, *CMP_QUICK, "--steps", "300"]
+    cmp = ["compare", "--data", data, *CMP_QUICK, "--steps", "1000"]
     assert launch([*cmp, "--out", "cmp-ref"]).wait(timeout=600) == 0
     until_done([*cmp, "--out", "cmp", "--resume"], [*cmp, "--out", "cmp", "--resume"],
                tmp_path / "cmp", kills=6, inside=4, delay=(3.0, 6.0))
