@@ -15,7 +15,7 @@ from .distributed import DataParallel, world
 from .errors import CheckpointError
 from .runfiles import read_metrics
 
-__all__ = ["apply_learning_rates", "data_parallel", "resume_data_parallel",
+__all__ = ["apply_learning_rates", "data_parallel", "read_resume", "resume_data_parallel",
            "save_data_parallel", "write_rows"]
 
 
@@ -48,6 +48,18 @@ def data_parallel(distributed: bool | None, device: torch.device) -> DataParalle
     return DataParallel.setup(device)
 
 
+def read_resume(run_path: Path, resume) -> tuple:
+    """``(checkpoint or None, the logged rows up to its step, metrics path)`` of the run
+    directory ``run_path`` (created if new) for ``fit(..., resume=resume)``."""
+    run_path.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_path / "metrics.jsonl"
+    ckpt = resume_checkpoint(run_path, resume)
+    history = []
+    if ckpt is not None and metrics_path.exists():
+        history = [r for r in read_metrics(metrics_path) if r.get("step", 0) <= ckpt.step]
+    return ckpt, history, metrics_path
+
+
 def resume_data_parallel(dp: DataParallel, run_path: Path | None, resume, modules,
                           optimizer, lr: float, lr_groups: Mapping[str, float] | None):
     """Rank 0 reads the latest checkpoint and the logged rows and sends them to every
@@ -59,12 +71,7 @@ def resume_data_parallel(dp: DataParallel, run_path: Path | None, resume, module
     payload = None
     if dp.rank == 0:
         try:
-            run_path.mkdir(parents=True, exist_ok=True)
-            metrics_path = run_path / "metrics.jsonl"
-            ckpt = resume_checkpoint(run_path, resume)
-            if ckpt is not None and metrics_path.exists():
-                history = [r for r in read_metrics(metrics_path)
-                           if r.get("step", 0) <= ckpt.step]
+            ckpt, history, metrics_path = read_resume(run_path, resume)
             payload = (ckpt, history)
         except Exception as e:
             dp.fail(e)

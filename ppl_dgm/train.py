@@ -18,7 +18,7 @@ from pathlib import Path
 import pyro
 import torch
 
-from .checkpoints import apply_checkpoint, resume_checkpoint, save_checkpoint
+from .checkpoints import apply_checkpoint, save_checkpoint
 from .checks import check_setup
 from .data import Dataset, check_data
 from .distributed import rank_seed, shard_scale
@@ -28,12 +28,13 @@ from .evaluate import bound
 from .fit_runs import (
     apply_learning_rates,
     data_parallel,
+    read_resume,
     resume_data_parallel,
     save_data_parallel,
     write_rows,
 )
 from .programs import Columns, ProgramCall, trainable
-from .runfiles import append_metrics, read_metrics
+from .runfiles import append_metrics
 
 __all__ = ["FitResult", "StepFunction", "fit", "make_optimizer", "resolve_device"]
 
@@ -273,18 +274,13 @@ def fit(model, guide, estimator, data, *, steps: int, batch_size: int = 100,
         dp.broadcast_state(modules)
         dp.attach(optimizer, modules)
     elif run_path is not None:
-        run_path.mkdir(parents=True, exist_ok=True)
-        metrics_path = run_path / "metrics.jsonl"
-        ckpt = resume_checkpoint(run_path, resume)
+        ckpt, history, metrics_path = read_resume(run_path, resume)
         if ckpt is not None:
             apply_checkpoint(ckpt, modules, optimizer, restore_rng=True)
             apply_learning_rates(optimizer, lr, lr_groups)
             start = resumed_from = ckpt.step
             last_ckpt = ckpt.path
-            if metrics_path.exists():
-                history = [r for r in read_metrics(metrics_path) if r.get("step", 0) <= start]
-        if metrics_path is not None:
-            write_rows(metrics_path, history)
+        write_rows(metrics_path, history)
     if resumed_from is None:
         torch.manual_seed(seed if dp is None else rank_seed(seed, dp.rank))
     if start >= steps:
